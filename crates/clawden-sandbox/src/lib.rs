@@ -1,0 +1,1 @@
+//! Per-instance-member Linux sandboxes (built in the sandbox issues).

@@ -1,0 +1,1 @@
+//! clawden-server

@@ -1,1 +1,121 @@
-//! clawden-store
+//! Persistence for clawden behind one [`Store`] trait, implemented over SQLite (the embedded
+//! default) and PostgreSQL by [`SqlStore`]. Every method that reads or writes user data takes
+//! the caller's [`Principal`] and scopes its query by it; there is no "find by id" without an
+//! owner outside the explicitly `System` lookups that authentication needs.
+//!
+//! Data keys live in a [`KeyStore`] kept apart from the data (its own SQLite file, or its own
+//! PostgreSQL schema), so that a backup of the data alone holds no usable key.
+
+mod error;
+pub mod keyring;
+pub mod keystore;
+pub mod model;
+mod sql;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::StoreError;
+pub use keyring::Keyring;
+pub use keystore::KeyStore;
+pub use model::*;
+pub use sql::{Backend, SqlStore};
+
+use async_trait::async_trait;
+use clawden_core::{Principal, SessionId, UnixMillis, UserId};
+use clawden_crypto::TokenHash;
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Accounts and their instances.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates a user, their personal instance (they own it) and records `audit`, in one
+    /// transaction. Only `Principal::System` may call it. Fails with
+    /// [`StoreError::EmailTaken`] when the (normalised) email exists.
+    async fn create_user(&self, by: &Principal, new: NewUser, audit: AuditEvent) -> StoreResult<(User, Instance)>;
+
+    /// The stored password hash and account for an email, for login. System only.
+    async fn login_lookup(&self, by: &Principal, email: &str) -> StoreResult<Option<LoginRecord>>;
+
+    /// A user by id: the user themselves, or the system.
+    async fn user(&self, by: &Principal, id: UserId) -> StoreResult<Option<User>>;
+
+    /// A user by email. System only (operators' CLI and invitations).
+    async fn user_by_email(&self, by: &Principal, email: &str) -> StoreResult<Option<User>>;
+
+    /// Replaces a user's password hash; the user themselves or the system. When
+    /// `end_sessions` is set, every session of the user except `keep` ends in the same
+    /// transaction. Records `audit` (if given) in the same transaction.
+    async fn set_password_hash(
+        &self,
+        by: &Principal,
+        user: UserId,
+        hash: &str,
+        end_sessions: Option<Option<SessionId>>,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()>;
+
+    /// The instances the principal's user belongs to, with their role in each.
+    async fn memberships(&self, by: &Principal) -> StoreResult<Vec<Membership>>;
+
+    /// Sets a user's tier. System only (invite redemption checks the code first).
+    async fn set_tier(&self, by: &Principal, user: UserId, tier: clawden_core::Tier, audit: AuditEvent) -> StoreResult<()>;
+}
+
+/// Browser sessions.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session for `new.user_id`; system only (login), with its audit record.
+    async fn create_session(&self, by: &Principal, new: NewSession, audit: AuditEvent) -> StoreResult<Session>;
+
+    /// The live session and its user for a token hash; system only (authentication).
+    /// Expired sessions are not returned.
+    async fn session_by_token(&self, by: &Principal, hash: &TokenHash, now: UnixMillis) -> StoreResult<Option<(Session, User)>>;
+
+    /// Marks a session as used now and pushes its idle expiry; system only.
+    async fn touch_session(&self, by: &Principal, id: SessionId, now: UnixMillis) -> StoreResult<()>;
+
+    /// The principal's own live sessions.
+    async fn sessions(&self, by: &Principal, now: UnixMillis) -> StoreResult<Vec<Session>>;
+
+    /// Ends one of the principal's own sessions. `Ok(false)` when there is no such session
+    /// of theirs (including another user's session id).
+    async fn revoke_session(&self, by: &Principal, id: SessionId, audit: AuditEvent) -> StoreResult<bool>;
+
+    /// Deletes sessions past their expiry; system only. Returns how many.
+    async fn purge_expired_sessions(&self, by: &Principal, now: UnixMillis) -> StoreResult<u64>;
+}
+
+/// Invite codes that upgrade an account to the invite-enabled tier.
+#[async_trait]
+pub trait InviteStore: Send + Sync {
+    /// Stores a new invite (its code only as a keyed hash); system only.
+    async fn create_invite(&self, by: &Principal, new: NewInvite, audit: AuditEvent) -> StoreResult<()>;
+
+    /// Spends one use of the invite with this code hash, if it is valid now, and upgrades
+    /// the principal's user to the invite tier, in one transaction. `Ok(false)` when the
+    /// code is unknown, spent or expired.
+    async fn redeem_invite(&self, by: &Principal, hash: &TokenHash, now: UnixMillis, audit: AuditEvent) -> StoreResult<bool>;
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Records an event in its own transaction (used for failed attempts, where nothing else
+    /// is written).
+    async fn record(&self, event: AuditEvent) -> StoreResult<()>;
+
+    /// The principal's own actions, newest first.
+    async fn own_audit(&self, by: &Principal, before_seq_at: Option<UnixMillis>, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+}
+
+/// Everything clawden persists.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + InviteStore + AuditStore {
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+pub use keyring::{KeyOwner, MasterKeySource};
+pub use sql::sqlite_url;

@@ -1,0 +1,205 @@
+//! Rows as the rest of clawden sees them.
+
+use clawden_core::{InstanceId, Outcome, Role, SessionId, Tier, UnixMillis, UserId};
+use clawden_crypto::TokenHash;
+use serde::Serialize;
+
+/// A user account (never carries the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Normalised (trimmed, lowercase) email.
+    pub email: String,
+    /// Tier.
+    pub tier: Tier,
+    /// May use the platform admin area.
+    pub platform_admin: bool,
+    /// A disabled account cannot sign in.
+    pub disabled: bool,
+    /// When created.
+    pub created_at: UnixMillis,
+}
+
+/// What login needs: the account and its password hash.
+#[derive(Clone)]
+pub struct LoginRecord {
+    /// The account.
+    pub user: User,
+    /// PHC (argon2) or bcrypt hash.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+/// A new account.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Email as typed; the store normalises it.
+    pub email: String,
+    /// Already hashed password.
+    pub password_hash: String,
+    /// Tier.
+    pub tier: Tier,
+    /// Platform admin flag.
+    pub platform_admin: bool,
+    /// Name of the personal instance.
+    pub instance_name: String,
+    /// Creation time.
+    pub now: UnixMillis,
+    /// An invite code (keyed hash) to spend in the same transaction; the account then
+    /// starts on the invite tier. Creation fails with `InvalidInvite` if it is not valid.
+    pub invite: Option<TokenHash>,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser").field("email", &self.email).field("tier", &self.tier).finish_non_exhaustive()
+    }
+}
+
+/// An agent instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    /// Id.
+    pub id: InstanceId,
+    /// Display name.
+    pub name: String,
+    /// When created.
+    pub created_at: UnixMillis,
+}
+
+/// A user's place in an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    /// The instance.
+    pub id: InstanceId,
+    /// Its name.
+    pub name: String,
+    /// The user's role there.
+    pub role: Role,
+}
+
+/// A browser session (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    /// Id.
+    pub id: SessionId,
+    /// Whose.
+    pub user_id: UserId,
+    /// Started.
+    pub created_at: UnixMillis,
+    /// Last request.
+    pub last_seen_at: UnixMillis,
+    /// Absolute expiry.
+    pub expires_at: UnixMillis,
+    /// Client address at sign-in.
+    pub ip: Option<String>,
+    /// Browser at sign-in (truncated).
+    pub user_agent: Option<String>,
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Whose.
+    pub user_id: UserId,
+    /// Keyed hash of the token.
+    pub token_hash: TokenHash,
+    /// Now.
+    pub now: UnixMillis,
+    /// Absolute expiry.
+    pub expires_at: UnixMillis,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Browser.
+    pub user_agent: Option<String>,
+}
+
+/// An invite to create.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    /// Keyed hash of the code.
+    pub code_hash: TokenHash,
+    /// How many redemptions it allows.
+    pub uses: i64,
+    /// When it stops working.
+    pub expires_at: Option<UnixMillis>,
+    /// Now.
+    pub now: UnixMillis,
+}
+
+/// Which hash chain an audit record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditChain {
+    /// Account events: logins, sessions, keys, 2FA.
+    Account(UserId),
+    /// Everything done in an instance.
+    Instance(InstanceId),
+    /// Events tied to no account (a failed login for an unknown email, operator actions).
+    System,
+}
+
+impl AuditChain {
+    /// The stored chain name.
+    pub fn key(&self) -> String {
+        match self {
+            AuditChain::Account(u) => format!("account:{u}"),
+            AuditChain::Instance(i) => format!("instance:{i}"),
+            AuditChain::System => "system".to_owned(),
+        }
+    }
+}
+
+/// An action to record: who, what, target, when, from where, and the outcome.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// The chain it goes into.
+    pub chain: AuditChain,
+    /// The acting user (none for the server or an anonymous attempt).
+    pub actor: Option<UserId>,
+    /// The instance concerned, if any.
+    pub instance: Option<InstanceId>,
+    /// Dotted action name, e.g. `auth.login`.
+    pub action: String,
+    /// What it acted on, e.g. `session:<id>` (never a secret).
+    pub target: String,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// Client address.
+    pub ip: Option<String>,
+    /// When.
+    pub at: UnixMillis,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Position in its chain.
+    pub seq: i64,
+    /// The chain.
+    pub chain: String,
+    /// When.
+    pub at: UnixMillis,
+    /// Actor user id, if any.
+    pub actor: Option<String>,
+    /// Instance, if any.
+    pub instance_id: Option<String>,
+    /// Action name.
+    pub action: String,
+    /// Target.
+    pub target: String,
+    /// Outcome.
+    pub outcome: String,
+    /// Client address.
+    pub ip: Option<String>,
+}
+
+/// Normalises an email for storage and lookup.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}

@@ -1,0 +1,188 @@
+//! Accounts, their personal instances and memberships.
+
+use super::audit::insert_audit;
+use super::{get_i64, get_parsed, get_str, is_unique_violation, require_system, SqlStore};
+use crate::{
+    normalize_email, AuditEvent, Instance, LoginRecord, Membership, NewUser, StoreError, StoreResult, User, UserStore,
+};
+use async_trait::async_trait;
+use clawden_core::{InstanceId, Principal, Role, SessionId, Tier, UserId};
+use sqlx::any::AnyRow;
+
+const USER_COLUMNS: &str = "id, email, tier, platform_admin, disabled, created_at";
+
+pub(crate) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
+    Ok(User {
+        id: get_parsed(row, "id")?,
+        email: get_str(row, "email")?,
+        tier: get_parsed(row, "tier")?,
+        platform_admin: get_i64(row, "platform_admin")? != 0,
+        disabled: get_i64(row, "disabled")? != 0,
+        created_at: get_i64(row, "created_at")?,
+    })
+}
+
+/// The user itself, or the system, may read a user row.
+fn may_read_user(by: &Principal, id: UserId) -> bool {
+    by.is_system() || by.user_id() == Some(id)
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, by: &Principal, new: NewUser, audit: AuditEvent) -> StoreResult<(User, Instance)> {
+        require_system(by)?;
+        let mut tier = new.tier;
+        let mut tx = self.begin(by).await?;
+        if let Some(invite) = &new.invite {
+            if !super::invites::spend(&mut tx.tx, invite, new.now).await? {
+                return Err(StoreError::InvalidInvite);
+            }
+            tier = Tier::Invite;
+        }
+        let user = User {
+            id: UserId::new(),
+            email: normalize_email(&new.email),
+            tier,
+            platform_admin: new.platform_admin,
+            disabled: false,
+            created_at: new.now,
+        };
+        let instance = Instance { id: InstanceId::new(), name: new.instance_name.clone(), created_at: new.now };
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, tier, platform_admin, disabled, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.email)
+        .bind(&new.password_hash)
+        .bind(user.tier.as_str())
+        .bind(i64::from(user.platform_admin))
+        .bind(new.now)
+        .execute(&mut *tx.tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::EmailTaken),
+            other => other?,
+        };
+        sqlx::query("INSERT INTO instances (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(instance.id.to_string())
+            .bind(&instance.name)
+            .bind(new.now)
+            .execute(&mut *tx.tx)
+            .await?;
+        sqlx::query("INSERT INTO members (instance_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
+            .bind(instance.id.to_string())
+            .bind(user.id.to_string())
+            .bind(new.now)
+            .execute(&mut *tx.tx)
+            .await?;
+        let mut audit = audit;
+        if audit.actor.is_none() && matches!(audit.chain, crate::AuditChain::System) {
+            audit.chain = crate::AuditChain::Account(user.id);
+        }
+        audit.target = format!("user:{}", user.id);
+        insert_audit(&mut tx.tx, &audit).await?;
+        tx.commit().await?;
+        Ok((user, instance))
+    }
+
+    async fn login_lookup(&self, by: &Principal, email: &str) -> StoreResult<Option<LoginRecord>> {
+        require_system(by)?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"))
+            .bind(normalize_email(email))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(LoginRecord { user: user_from_row(&row)?, password_hash: get_str(&row, "password_hash")? }))
+            .transpose()
+    }
+
+    async fn user(&self, by: &Principal, id: UserId) -> StoreResult<Option<User>> {
+        if !may_read_user(by, id) {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_email(&self, by: &Principal, email: &str) -> StoreResult<Option<User>> {
+        require_system(by)?;
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .bind(normalize_email(email))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_password_hash(
+        &self,
+        by: &Principal,
+        user: UserId,
+        hash: &str,
+        end_sessions: Option<Option<SessionId>>,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()> {
+        if !may_read_user(by, user) {
+            return Err(StoreError::Forbidden);
+        }
+        let mut tx = self.begin(by).await?;
+        let done = sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(audit.as_ref().map_or(0, |a| a.at))
+            .bind(user.to_string())
+            .execute(&mut *tx.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(keep) = end_sessions {
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+                .bind(user.to_string())
+                .bind(keep.map(|s| s.to_string()).unwrap_or_default())
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        if let Some(audit) = audit {
+            insert_audit(&mut tx.tx, &audit).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn memberships(&self, by: &Principal) -> StoreResult<Vec<Membership>> {
+        let Some(user) = by.user_id() else { return Ok(Vec::new()) };
+        let rows = sqlx::query(
+            "SELECT i.id, i.name, m.role FROM members m JOIN instances i ON i.id = m.instance_id
+             WHERE m.user_id = $1 ORDER BY i.created_at, i.id",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Membership {
+                    id: get_parsed(row, "id")?,
+                    name: get_str(row, "name")?,
+                    role: get_parsed::<Role>(row, "role")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_tier(&self, by: &Principal, user: UserId, tier: Tier, audit: AuditEvent) -> StoreResult<()> {
+        require_system(by)?;
+        let mut tx = self.begin(by).await?;
+        let done = sqlx::query("UPDATE users SET tier = $1, updated_at = $2 WHERE id = $3")
+            .bind(tier.as_str())
+            .bind(audit.at)
+            .bind(user.to_string())
+            .execute(&mut *tx.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx.tx, &audit).await?;
+        tx.commit().await
+    }
+}

@@ -1,1 +1,248 @@
-//! clawden-server
+//! The clawden server: JSON API, dashboard, authentication, rate limits and TLS.
+//!
+//! Start it with [`launch`], or — in tests, to inject a clock and learn the address first —
+//! with [`Server::build`] and [`Server::run`]. The listener is bound by the caller, so tests
+//! bind port 0 and never sleep waiting for a server.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod client_ip;
+pub mod dashboard;
+pub mod error;
+pub mod limits;
+pub mod middleware;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod tls;
+
+pub use error::ApiError;
+pub use settings::{Overrides, Settings, SettingsError};
+pub use state::AppState;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Router};
+use clawden_core::{Clock, SystemClock};
+use clawden_crypto::{MasterKeys, PasswordHasher};
+use clawden_store::{KeyStore, Keyring, MasterKeySource, SqlStore, Store};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The data directory.
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    /// The master key.
+    #[error(transparent)]
+    Crypto(#[from] clawden_crypto::CryptoError),
+    /// The database or key store.
+    #[error(transparent)]
+    Store(#[from] clawden_store::StoreError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Serving.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Creates the data directory with mode 0700 (tightening an existing one).
+pub fn prepare_data_dir(settings: &Settings) -> Result<(), LaunchError> {
+    let dir = &settings.data_dir;
+    let err = |e| LaunchError::DataDir(dir.display().to_string(), e);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+    let meta = std::fs::metadata(dir).map_err(err)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The master keys the settings name: hex from the environment, or the key file.
+pub fn load_master_keys(settings: &Settings) -> Result<(MasterKeys, MasterKeySource), LaunchError> {
+    match &settings.master_key {
+        Some(hex) => Ok((MasterKeys::from_hex(secrecy::ExposeSecret::expose_secret(hex))?, MasterKeySource::Fixed)),
+        None => {
+            let path = settings.master_key_path();
+            Ok((MasterKeys::load_or_create(&path)?, MasterKeySource::File(path)))
+        }
+    }
+}
+
+/// Opens the store and keyring the settings name (creating files on first start).
+pub async fn open_storage(settings: &Settings, clock: &dyn Clock) -> Result<(Arc<SqlStore>, Arc<Keyring>), LaunchError> {
+    prepare_data_dir(settings)?;
+    let (master, source) = load_master_keys(settings)?;
+    let store = SqlStore::connect(&settings.database_url()).await?;
+    let keys = KeyStore::connect(&settings.key_store_url()).await?;
+    let keyring = Keyring::open(master, source, keys, clock.now_millis()).await?;
+    Ok((Arc::new(store), Arc::new(keyring)))
+}
+
+/// A server that is ready to serve on its listener.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    listener: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    sql: Arc<SqlStore>,
+}
+
+impl Server {
+    /// Opens storage and prepares everything, with the system clock.
+    pub async fn build(settings: Settings, listener: std::net::TcpListener) -> Result<Self, LaunchError> {
+        Self::build_with_clock(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    /// Opens storage and prepares everything, with the given clock.
+    pub async fn build_with_clock(
+        settings: Settings,
+        listener: std::net::TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, LaunchError> {
+        settings.validate()?;
+        let tls = tls::server_config(&settings)?;
+        let (sql, keyring) = open_storage(&settings, clock.as_ref()).await?;
+        let store: Arc<dyn Store> = sql.clone();
+        let passwords = state::Passwords::new(PasswordHasher::owasp(), settings.auth.password_hash_concurrency);
+        let limits = limits::Limiters::new(&settings.auth, clock.clone());
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            keyring,
+            clock,
+            passwords: Arc::new(passwords),
+            limits: Arc::new(limits),
+        };
+        listener.set_nonblocking(true)?;
+        Ok(Self { state, listener, tls, sql })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// `http://addr` or `https://addr`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match self.local_addr() {
+            Ok(addr) => format!("{scheme}://{addr}"),
+            Err(_) => format!("{scheme}://{}", self.state.settings.listen),
+        }
+    }
+
+    /// The shared state (tests reach the store and clock through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes storage.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LaunchError> {
+        let app = router(self.state.clone());
+        let jobs = tokio::spawn(background_jobs(self.state.clone()));
+        let served = match self.tls {
+            None => {
+                let listener = tokio::net::TcpListener::from_std(self.listener)?;
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(config) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(self.listener, axum_server::tls_rustls::RustlsConfig::from_config(config))
+                    .handle(handle)
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                    .await
+            }
+        };
+        jobs.abort();
+        self.sql.close().await;
+        self.state.keyring.key_store().close().await;
+        served.map_err(LaunchError::from)
+    }
+}
+
+/// Builds, prints `listening on …` once ready, and serves until `shutdown`.
+pub async fn launch(
+    settings: Settings,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), LaunchError> {
+    let server = Server::build(settings, listener).await?;
+    println!("listening on {}", server.url());
+    server.run(shutdown).await
+}
+
+/// Periodic housekeeping: expired sessions.
+async fn background_jobs(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match state.store.purge_expired_sessions(&clawden_core::Principal::System, state.now()).await {
+            Ok(n) if n > 0 => tracing::info!(sessions.purged = n, "purged expired sessions"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "session purge failed"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct OpenApiJson(Arc<String>);
+
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc.0.as_str().to_owned())
+}
+
+/// The full application router.
+pub fn router(state: AppState) -> Router {
+    let (api, mut openapi) = routes::api();
+    openapi.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This OpenAPI document"))
+                .response("200", utoipa::openapi::Response::new("OpenAPI 3 JSON")),
+        ),
+    );
+    let doc = OpenApiJson(Arc::new(openapi.to_json().unwrap_or_default()));
+    let proxies = Arc::new(state.settings.trusted_proxies.clone());
+    let tls = state.settings.tls_enabled();
+    let max_body = state.settings.max_body_bytes;
+    let mut app = Router::new()
+        .merge(api)
+        .merge(dashboard::routes())
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(Extension(doc))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::resolve))
+        .layer(axum::middleware::from_fn_with_state(proxies, client_ip::layer))
+        .layer(DefaultBodyLimit::max(max_body));
+    for layer in middleware::security_headers(tls) {
+        app = app.layer(layer);
+    }
+    app.layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -112,7 +112,7 @@ pub trait AuditStore: Send + Sync {
 
 /// Everything clawden persists.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + InviteStore + AuditStore {
+pub trait Store: UserStore + SessionStore + InviteStore + AuditStore + std::fmt::Debug {
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -1,1 +1,132 @@
-fn main() {}
+//! The `clawden` command: wiring only. Every command accepts `--data-dir`, `--database-url`
+//! and `--config`, and reads the same settings from `CLAWDEN_*` variables.
+
+mod admin;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use clawden_server::{Overrides, Settings};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "clawden", version, about = "Host OpenClaw-compatible AI agents for many people, safely.")]
+struct Cli {
+    /// TOML settings file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite files, master key, TLS material, sandbox volumes).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the server.
+    Serve(ServeArgs),
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Master key management.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8787).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate (once) and use a self-signed certificate.
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// Allow plain HTTP on a non-loopback address (a TLS proxy must sit in front).
+    #[arg(long)]
+    insecure_http: bool,
+}
+
+impl Cli {
+    fn settings(&self, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
+        let mut overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            ..Overrides::default()
+        };
+        if let Some(s) = serve {
+            overrides.listen = s.listen;
+            overrides.tls_cert = s.tls_cert.clone();
+            overrides.tls_key = s.tls_key.clone();
+            overrides.tls_self_signed = s.tls_self_signed;
+            overrides.insecure_http = s.insecure_http;
+        }
+        Ok(Settings::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let server = clawden_server::Server::build(settings, listener).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", server.url())?;
+    out.flush()?;
+    drop(out);
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: starting the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Serve(args) => serve(cli.settings(Some(args))?).await,
+            Command::Admin(cmd) => admin::run_admin(cmd, cli.settings(None)?).await,
+            Command::Keys(cmd) => admin::run_keys(cmd, cli.settings(None)?).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Sign-up, sign-in, sign-out and password changes, shared by the JSON API and the dashboard.
+
+use crate::audit;
+use crate::auth::{SESSION_DOMAIN, SESSION_PREFIX};
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::http::StatusCode;
+use clawden_core::{Principal, SignupMode, Tier};
+use clawden_crypto::password::check_policy;
+use clawden_crypto::{PasswordVerdict, PlainToken};
+use clawden_store::{normalize_email, AuditChain, Instance, NewSession, NewUser, Session, User};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Prefix of invite codes.
+pub const INVITE_PREFIX: &str = "cdi_";
+/// Hash domain of invite codes.
+pub const INVITE_DOMAIN: &str = "invite";
+
+/// A new session: the token to put in the cookie (once), and its row.
+#[derive(Debug)]
+pub struct NewLogin {
+    /// The account.
+    pub user: User,
+    /// The token; goes into the cookie and nowhere else.
+    pub token: PlainToken,
+    /// The stored session.
+    pub session: Session,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password")
+}
+
+/// Checks an email's shape (we send no mail; this only keeps junk out).
+pub fn validate_email(email: &str) -> Result<String, ApiError> {
+    let email = normalize_email(email);
+    let bad = || ApiError::bad_request("invalid_email", "enter a valid email address");
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty() || domain.len() < 3 || !domain.contains('.') || domain.contains('@') || domain.starts_with('.') {
+        return Err(bad());
+    }
+    Ok(email)
+}
+
+/// Checks a new password against the policy, as a 400.
+pub fn validate_password(password: &SecretString, email: &str) -> Result<(), ApiError> {
+    check_policy(password.expose_secret(), email).map_err(|e| ApiError::bad_request("weak_password", e.to_string()))
+}
+
+/// The user agent, truncated, for the sessions list.
+pub fn user_agent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect())
+}
+
+async fn start_session(state: &AppState, ip: ClientIp, user: User, ua: Option<String>) -> Result<NewLogin, ApiError> {
+    let token = PlainToken::generate(SESSION_PREFIX);
+    let now = state.now();
+    let absolute = i64::try_from(state.settings.auth.session_absolute.as_millis()).unwrap_or(i64::MAX);
+    let new = NewSession {
+        user_id: user.id,
+        token_hash: state.keyring.hasher().hash(SESSION_DOMAIN, token.expose()),
+        now,
+        expires_at: now.saturating_add(absolute),
+        ip: Some(ip.0.to_string()),
+        user_agent: ua,
+    };
+    let ev = audit::success(state, ip, AuditChain::Account(user.id), Some(user.id), "auth.login");
+    let session = state.store.create_session(&Principal::System, new, ev).await?;
+    Ok(NewLogin { user, token, session })
+}
+
+/// Creates an account and its personal instance, and signs it in.
+pub async fn signup(
+    state: &AppState,
+    ip: ClientIp,
+    email: &str,
+    password: SecretString,
+    invite_code: Option<&str>,
+    ua: Option<String>,
+) -> Result<(NewLogin, Instance), ApiError> {
+    let invite = match (state.settings.signup, invite_code.map(str::trim).filter(|c| !c.is_empty())) {
+        (SignupMode::Closed, _) => {
+            return Err(ApiError::forbidden("signup_closed", "sign-up is closed on this server"));
+        }
+        (SignupMode::InviteOnly, None) => {
+            return Err(ApiError::forbidden("invite_required", "sign-up on this server needs an invite code"));
+        }
+        (_, code) => code.map(|c| state.keyring.hasher().hash(INVITE_DOMAIN, c)),
+    };
+    let email = validate_email(email)?;
+    validate_password(&password, &email)?;
+    state.limits.signup(ip.0).map_err(ApiError::rate_limited)?;
+    let password_hash = state.passwords.hash(password).await?;
+    let new = NewUser {
+        email,
+        password_hash,
+        tier: Tier::Base,
+        platform_admin: false,
+        instance_name: "My agent".into(),
+        now: state.now(),
+        invite,
+    };
+    let ev = audit::success(state, ip, AuditChain::System, None, "auth.signup");
+    let (user, instance) = state.store.create_user(&Principal::System, new, ev).await?;
+    let login = start_session(state, ip, user, ua).await?;
+    Ok((login, instance))
+}
+
+/// Signs in with email and password. Unknown email and wrong password answer the same, in
+/// the same time.
+pub async fn login(state: &AppState, ip: ClientIp, email: &str, password: SecretString, ua: Option<String>) -> Result<NewLogin, ApiError> {
+    let account = normalize_email(email);
+    if account.is_empty() || account.len() > 254 {
+        return Err(invalid_credentials());
+    }
+    if let Err(wait) = state.limits.login_check(&account, ip.0) {
+        audit::record_failure(state, ip, AuditChain::System, None, "auth.login.rate_limited", String::new()).await;
+        return Err(ApiError::rate_limited(wait));
+    }
+    let record = state.store.login_lookup(&Principal::System, &account).await?;
+    let verdict = state.passwords.verify(password.clone(), record.as_ref().map(|r| r.password_hash.clone())).await?;
+    let (record, rehash) = match (record, verdict) {
+        (Some(record), PasswordVerdict::Match { rehash }) => (record, rehash),
+        (record, _) => {
+            state.limits.login_failed(&account, ip.0);
+            let (chain, target) = match &record {
+                Some(r) => (AuditChain::Account(r.user.id), format!("user:{}", r.user.id)),
+                None => (AuditChain::System, "unknown account".to_owned()),
+            };
+            audit::record_failure(state, ip, chain, None, "auth.login", target).await;
+            return Err(invalid_credentials());
+        }
+    };
+    if record.user.disabled {
+        audit::record_failure(state, ip, AuditChain::Account(record.user.id), Some(record.user.id), "auth.login.disabled", String::new())
+            .await;
+        return Err(ApiError::forbidden("account_disabled", "this account is disabled"));
+    }
+    state.limits.login_succeeded(&account, ip.0);
+    if rehash {
+        let fresh = state.passwords.hash(password).await?;
+        state.store.set_password_hash(&Principal::System, record.user.id, &fresh, None, None).await?;
+    }
+    start_session(state, ip, record.user, ua).await
+}
+
+/// Ends one session of the caller.
+pub async fn logout(state: &AppState, ip: ClientIp, user: &User, session: &Session) -> Result<(), ApiError> {
+    let ev = audit::success(state, ip, AuditChain::Account(user.id), Some(user.id), "auth.logout");
+    state.store.revoke_session(&Principal::User { user: user.id }, session.id, ev).await?;
+    Ok(())
+}
+
+/// Changes the caller's password after checking the current one; ends their other sessions.
+pub async fn change_password(
+    state: &AppState,
+    ip: ClientIp,
+    user: &User,
+    session: &Session,
+    current: SecretString,
+    new: SecretString,
+) -> Result<(), ApiError> {
+    let record = state.store.login_lookup(&Principal::System, &user.email).await?.ok_or_else(ApiError::not_found)?;
+    let verdict = state.passwords.verify(current, Some(record.password_hash)).await?;
+    if verdict == PasswordVerdict::Mismatch {
+        audit::record_failure(state, ip, AuditChain::Account(user.id), Some(user.id), "auth.password.change", String::new()).await;
+        return Err(ApiError::forbidden("invalid_credentials", "the current password is wrong"));
+    }
+    validate_password(&new, &user.email)?;
+    let hash = state.passwords.hash(new).await?;
+    let ev = audit::success(state, ip, AuditChain::Account(user.id), Some(user.id), "auth.password.change");
+    state
+        .store
+        .set_password_hash(&Principal::User { user: user.id }, user.id, &hash, Some(Some(session.id)), Some(ev))
+        .await?;
+    Ok(())
+}

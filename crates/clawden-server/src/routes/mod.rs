@@ -1,0 +1,35 @@
+//! The JSON API. Every route is registered through `OpenApiRouter`, so the OpenAPI document
+//! the server serves is generated from the same code that routes requests.
+
+pub mod auth;
+pub mod health;
+pub mod invites;
+pub mod me;
+
+use crate::state::AppState;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "clawden", description = "Host OpenClaw-compatible AI agents for many people, safely."),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The API routes and their OpenAPI document.
+pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(me::me))
+        .routes(routes!(me::list_sessions))
+        .routes(routes!(me::revoke_session))
+        .routes(routes!(invites::redeem))
+        .split_for_parts()
+}

@@ -1,0 +1,288 @@
+//! Typed settings: defaults, then a TOML file, then `CLAWDEN_*` environment variables (with
+//! `CLAWDEN_<NAME>_FILE` for secrets), then command-line flags. Insecure combinations are
+//! refused when loading, never discovered at run time.
+
+use clawden_core::SignupMode;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or environment could not be parsed.
+    #[error("settings: {0}")]
+    Parse(String),
+    /// A combination that would be unsafe to run.
+    #[error("refusing to start: {0}")]
+    Insecure(String),
+    /// A `*_FILE` secret could not be read.
+    #[error("reading {0}: {1}")]
+    SecretFile(String, std::io::Error),
+}
+
+/// Every setting of the server.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the SQLite files, master key, TLS material and sandbox volumes live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; default: `clawden.db` in the data dir.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// Key store URL; default: `keys.db` in the data dir, or the `clawden_keys` schema.
+    #[serde(skip_serializing)]
+    pub key_store_url: Option<SecretString>,
+    /// Master key file; default `master.key` in the data dir.
+    pub master_key_file: Option<PathBuf>,
+    /// Master key as hex (instead of a file), e.g. from a secrets manager.
+    #[serde(skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// PEM certificate chain for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Generate (once) and use a self-signed certificate kept in the data dir.
+    pub tls_self_signed: bool,
+    /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    pub insecure_http: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Who may sign up.
+    pub signup: SignupMode,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Authentication settings.
+    pub auth: AuthSettings,
+}
+
+/// Sessions, passwords and login limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// A session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, used or not.
+    #[serde(with = "humantime_serde")]
+    pub session_absolute: Duration,
+    /// Password hashes computed at once (each takes ~19 MiB and a core for ~20 ms).
+    pub password_hash_concurrency: usize,
+    /// Failed logins from one address for one account before backoff starts.
+    pub login_free_failures_per_account_ip: u32,
+    /// Failed logins from one address (any account) before backoff starts.
+    pub login_free_failures_per_ip: u32,
+    /// Failed logins for one account from addresses that never signed in to it, before
+    /// (short, capped) backoff starts for those addresses.
+    pub login_free_failures_per_account: u32,
+    /// First backoff step; doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_base: Duration,
+    /// Longest backoff per account and address.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_max: Duration,
+    /// Longest backoff for an account from unknown addresses (kept short, so nobody can lock
+    /// an account's owner out by failing logins from elsewhere).
+    #[serde(with = "humantime_serde")]
+    pub login_account_backoff_max: Duration,
+    /// Failures are forgotten this long after the last one.
+    #[serde(with = "humantime_serde")]
+    pub login_failure_window: Duration,
+    /// Signups allowed per client address per hour.
+    pub signups_per_ip_per_hour: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(7 * 24 * 3600),
+            session_absolute: Duration::from_secs(30 * 24 * 3600),
+            password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            login_free_failures_per_account_ip: 5,
+            login_free_failures_per_ip: 20,
+            login_free_failures_per_account: 50,
+            login_backoff_base: Duration::from_secs(1),
+            login_backoff_max: Duration::from_secs(15 * 60),
+            login_account_backoff_max: Duration::from_secs(60),
+            login_failure_window: Duration::from_secs(3600),
+            signups_per_ip_per_hour: 10,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./clawden-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            database_url: None,
+            key_store_url: None,
+            master_key_file: None,
+            master_key: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            insecure_http: false,
+            trusted_proxies: Vec::new(),
+            signup: SignupMode::Open,
+            max_body_bytes: 1024 * 1024,
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url.as_ref().map(|u| mask_url(secrecy::ExposeSecret::expose_secret(u))))
+            .field("tls", &self.tls_enabled())
+            .field("signup", &self.signup)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--data-dir`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--database-url`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// `--tls-cert`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-self-signed`
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_self_signed: bool,
+    /// `--insecure-http`
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+}
+
+/// Settings read from files named by `CLAWDEN_<NAME>_FILE` (secrets mounted as files).
+const SECRET_FILE_VARS: &[(&str, &str)] = &[
+    ("CLAWDEN_DATABASE_URL_FILE", "database_url"),
+    ("CLAWDEN_KEY_STORE_URL_FILE", "key_store_url"),
+    ("CLAWDEN_MASTER_KEY_HEX_FILE", "master_key"),
+];
+
+impl Settings {
+    /// Loads defaults → `config` file → environment → `overrides`, then validates.
+    pub fn load(config: Option<&Path>, overrides: &Overrides) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config {
+            if !path.exists() {
+                return Err(SettingsError::Parse(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let skip: Vec<&str> = SECRET_FILE_VARS.iter().map(|(var, _)| *var).collect();
+        figment = figment.merge(
+            Env::prefixed("CLAWDEN_")
+                .filter(move |key| {
+                    let upper = format!("CLAWDEN_{}", key.as_str().to_ascii_uppercase());
+                    !skip.contains(&upper.as_str()) && !is_foreign_env(key.as_str())
+                })
+                .map(|key| match key.as_str() {
+                    "master_key_hex" => "master_key".into(),
+                    other => other.replace("__", ".").into(),
+                }),
+        );
+        for (var, key) in SECRET_FILE_VARS {
+            if let Ok(path) = std::env::var(var) {
+                let value = std::fs::read_to_string(&path).map_err(|e| SettingsError::SecretFile((*var).into(), e))?;
+                figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
+            }
+        }
+        figment = figment.merge(Serialized::defaults(overrides));
+        let settings: Settings = figment.extract().map_err(|e| SettingsError::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses unsafe combinations.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(SettingsError::Insecure("--tls-cert and --tls-key go together".into()));
+        }
+        if !self.listen.ip().is_loopback() && !self.tls_enabled() && !self.insecure_http {
+            return Err(SettingsError::Insecure(format!(
+                "{} is not a loopback address; give --tls-cert/--tls-key or --tls-self-signed, \
+                 or --insecure-http if a TLS proxy sits in front",
+                self.listen
+            )));
+        }
+        if self.auth.session_idle.is_zero() || self.auth.session_absolute < self.auth.session_idle {
+            return Err(SettingsError::Insecure("session_absolute must be at least session_idle, both non-zero".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(SettingsError::Insecure("max_body_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+
+    /// The data database URL.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => secrecy::ExposeSecret::expose_secret(url).to_owned(),
+            None => clawden_store::sqlite_url(&self.data_dir.join("clawden.db")),
+        }
+    }
+
+    /// The key store URL.
+    pub fn key_store_url(&self) -> String {
+        match &self.key_store_url {
+            Some(url) => secrecy::ExposeSecret::expose_secret(url).to_owned(),
+            None => clawden_store::KeyStore::default_url(&self.database_url(), &self.data_dir),
+        }
+    }
+
+    /// The master key file path.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+}
+
+/// Environment variables under `CLAWDEN_` that are not settings of the server (read by
+/// other parts: tests, provider keys handled elsewhere).
+fn is_foreign_env(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.starts_with("test_")
+        || matches!(
+            key.as_str(),
+            "anthropic_api_key" | "openai_api_key" | "openai_base_url" | "provider" | "model" | "log"
+        )
+}
+
+/// A database URL with its password replaced, for printing.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

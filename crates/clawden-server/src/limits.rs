@@ -31,7 +31,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A limiter that allows `free` failures, then blocks for `base`, `2·base`, … up to `max`;
+    /// A limiter that allows `free - 1` failures; the `free`-th blocks for `base`, `2·base`, … up to `max`;
     /// failures are forgotten `window` after the last one.
     pub fn new(free: u32, base_ms: i64, max_ms: i64, window_ms: i64) -> Self {
         Self { entries: Mutex::new(HashMap::new()), free, base_ms: base_ms.max(1), max_ms, window_ms }
@@ -66,8 +66,8 @@ impl Backoff {
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
-        if entry.failures > self.free {
-            let steps = (entry.failures - self.free - 1).min(40);
+        if entry.failures >= self.free {
+            let steps = (entry.failures - self.free).min(40);
             let delay = self.base_ms.saturating_mul(1_i64 << steps.min(40)).min(self.max_ms);
             entry.blocked_until = now + delay;
         }
@@ -212,7 +212,6 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let b = Backoff::new(2, 1000, 8000, 3_600_000);
         b.fail("k", 0);
-        b.fail("k", 0);
         assert!(b.check("k", 0).is_ok());
         b.fail("k", 0);
         assert_eq!(b.check("k", 0), Err(1));
@@ -229,7 +228,7 @@ mod tests {
 
     #[test]
     fn failures_are_forgotten_after_the_window() {
-        let b = Backoff::new(1, 1000, 8000, 10_000);
+        let b = Backoff::new(2, 1000, 8000, 10_000);
         b.fail("k", 0);
         b.fail("k", 0);
         assert!(b.check("k", 0).is_err());

@@ -72,8 +72,6 @@ fn login_form(error: Option<&str>, email: &str) -> Markup {
                     input #email type="email" name="email" autocomplete="username" required value=(email);
                     label for="password" { "Password" }
                     input #password type="password" name="password" autocomplete="current-password" required;
-                    label for="totp_code" { "Two-factor code " span.hint { "(if enabled)" } }
-                    input #totp_code type="text" name="totp_code" inputmode="numeric" autocomplete="one-time-code";
                     button type="submit" { "Sign in" }
                 }
                 p.hint { "No account yet? " a href="/signup" { "Create one" } "." }
@@ -136,9 +134,6 @@ async fn login_page(MaybeAuthed(auth): MaybeAuthed) -> Response {
 struct LoginForm {
     email: String,
     password: SecretString,
-    #[serde(default)]
-    #[allow(dead_code)]
-    totp_code: Option<String>,
 }
 
 async fn login_submit(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>) -> Response {

@@ -57,9 +57,9 @@ impl Dek {
 
     /// Unwraps a stored key with whichever master key version wrapped it.
     pub fn unwrap_from(wrapped: &WrappedDek, master: &MasterKeys, owner: &str) -> Result<Self, CryptoError> {
-        let kek = master
-            .version(wrapped.kek_version)
-            .ok_or_else(|| CryptoError::MasterKey(format!("master key version {} is not loaded", wrapped.kek_version)))?;
+        let kek = master.version(wrapped.kek_version).ok_or_else(|| {
+            CryptoError::MasterKey(format!("master key version {} is not loaded", wrapped.kek_version))
+        })?;
         let plain = seal::open(kek.key(), &wrapped.bytes, &wrap_aad(owner, wrapped.kek_version))?;
         let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| CryptoError::Seal(seal::SealError::Malformed))?;
         Ok(Self(Zeroizing::new(key)))

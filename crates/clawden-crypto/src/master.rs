@@ -99,11 +99,8 @@ impl MasterKeys {
             if parts.next() != Some("clawden-kek") {
                 return Err(bad());
             }
-            let version: u32 = parts
-                .next()
-                .and_then(|v| v.strip_prefix('v'))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(bad)?;
+            let version: u32 =
+                parts.next().and_then(|v| v.strip_prefix('v')).and_then(|v| v.parse().ok()).ok_or_else(bad)?;
             let hex = parts.next().ok_or_else(bad)?;
             let bytes = Zeroizing::new(HEXLOWER.decode(hex.as_bytes()).map_err(|_| bad())?);
             let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad())?;

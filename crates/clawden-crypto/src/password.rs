@@ -137,9 +137,7 @@ impl PasswordHasher {
         }
         let current = Params::try_from(&parsed).ok();
         let rehash = parsed.algorithm.as_str() != "argon2id"
-            || current.map_or(true, |p| {
-                p.m_cost() < self.params.m_cost() || p.t_cost() < self.params.t_cost()
-            });
+            || current.is_none_or(|p| p.m_cost() < self.params.m_cost() || p.t_cost() < self.params.t_cost());
         Ok(PasswordVerdict::Match { rehash })
     }
 

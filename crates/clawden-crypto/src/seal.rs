@@ -54,9 +54,7 @@ pub fn seal(key: &[u8; 32], plaintext: &[u8], aad: &Aad) -> Vec<u8> {
     let nonce = Nonce::from_slice(&nonce_bytes);
     // Encryption with a valid 32-byte key only fails for plaintexts over 64 GiB, which every
     // caller's size limits rule out; an empty vec would then fail to open, never leak.
-    let ciphertext = cipher
-        .encrypt(nonce, Payload { msg: plaintext, aad: aad.as_bytes() })
-        .unwrap_or_default();
+    let ciphertext = cipher.encrypt(nonce, Payload { msg: plaintext, aad: aad.as_bytes() }).unwrap_or_default();
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
     out.push(FORMAT_V1);
     out.extend_from_slice(&nonce_bytes);

@@ -40,7 +40,8 @@ pub fn validate_email(email: &str) -> Result<String, ApiError> {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    if local.is_empty() || domain.len() < 3 || !domain.contains('.') || domain.contains('@') || domain.starts_with('.') {
+    if local.is_empty() || domain.len() < 3 || !domain.contains('.') || domain.contains('@') || domain.starts_with('.')
+    {
         return Err(bad());
     }
     Ok(email)
@@ -112,7 +113,13 @@ pub async fn signup(
 
 /// Signs in with email and password. Unknown email and wrong password answer the same, in
 /// the same time.
-pub async fn login(state: &AppState, ip: ClientIp, email: &str, password: SecretString, ua: Option<String>) -> Result<NewLogin, ApiError> {
+pub async fn login(
+    state: &AppState,
+    ip: ClientIp,
+    email: &str,
+    password: SecretString,
+    ua: Option<String>,
+) -> Result<NewLogin, ApiError> {
     let account = normalize_email(email);
     if account.is_empty() || account.len() > 254 {
         return Err(invalid_credentials());
@@ -136,8 +143,15 @@ pub async fn login(state: &AppState, ip: ClientIp, email: &str, password: Secret
         }
     };
     if record.user.disabled {
-        audit::record_failure(state, ip, AuditChain::Account(record.user.id), Some(record.user.id), "auth.login.disabled", String::new())
-            .await;
+        audit::record_failure(
+            state,
+            ip,
+            AuditChain::Account(record.user.id),
+            Some(record.user.id),
+            "auth.login.disabled",
+            String::new(),
+        )
+        .await;
         return Err(ApiError::forbidden("account_disabled", "this account is disabled"));
     }
     state.limits.login_succeeded(&account, ip.0);
@@ -167,7 +181,15 @@ pub async fn change_password(
     let record = state.store.login_lookup(&Principal::System, &user.email).await?.ok_or_else(ApiError::not_found)?;
     let verdict = state.passwords.verify(current, Some(record.password_hash)).await?;
     if verdict == PasswordVerdict::Mismatch {
-        audit::record_failure(state, ip, AuditChain::Account(user.id), Some(user.id), "auth.password.change", String::new()).await;
+        audit::record_failure(
+            state,
+            ip,
+            AuditChain::Account(user.id),
+            Some(user.id),
+            "auth.password.change",
+            String::new(),
+        )
+        .await;
         return Err(ApiError::forbidden("invalid_credentials", "the current password is wrong"));
     }
     validate_password(&new, &user.email)?;

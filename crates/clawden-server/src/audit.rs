@@ -23,12 +23,28 @@ pub fn event(
     target: String,
     outcome: Outcome,
 ) -> AuditEvent {
-    AuditEvent { chain, actor, instance, action: action.to_owned(), target, outcome, ip: Some(ip.0.to_string()), at: state.now() }
+    AuditEvent {
+        chain,
+        actor,
+        instance,
+        action: action.to_owned(),
+        target,
+        outcome,
+        ip: Some(ip.0.to_string()),
+        at: state.now(),
+    }
 }
 
 /// Records a failed attempt in its own transaction. A failure to record is logged, never
 /// turned into a different answer to the client.
-pub async fn record_failure(state: &AppState, ip: ClientIp, chain: AuditChain, actor: Option<UserId>, action: &str, target: String) {
+pub async fn record_failure(
+    state: &AppState,
+    ip: ClientIp,
+    chain: AuditChain,
+    actor: Option<UserId>,
+    action: &str,
+    target: String,
+) {
     let ev = event(state, ip, chain, actor, None, action, target, Outcome::Failure);
     if let Err(err) = state.store.record(ev).await {
         tracing::error!(error = %err, audit.action = action, "could not record a failed attempt");

@@ -39,11 +39,8 @@ pub fn resolve(peer: IpAddr, forwarded_for: Option<&str>, proxies: &[IpNet]) -> 
 
 /// Middleware inserting [`ClientIp`] into the request.
 pub async fn layer(State(proxies): State<std::sync::Arc<Vec<IpNet>>>, mut req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let peer =
+        req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = resolve(peer, xff, &proxies);
     req.extensions_mut().insert(ClientIp(ip));

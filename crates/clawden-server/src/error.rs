@@ -93,7 +93,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(error.code = self.code, error.detail = self.detail.as_deref().unwrap_or(""), "request failed");
+            tracing::error!(
+                error.code = self.code,
+                error.detail = self.detail.as_deref().unwrap_or(""),
+                "request failed"
+            );
         }
         let body = ErrorBody { error: ErrorInner { code: self.code.to_owned(), message: self.message } };
         let mut response = (self.status, axum::Json(body)).into_response();

@@ -84,7 +84,10 @@ pub fn load_master_keys(settings: &Settings) -> Result<(MasterKeys, MasterKeySou
 }
 
 /// Opens the store and keyring the settings name (creating files on first start).
-pub async fn open_storage(settings: &Settings, clock: &dyn Clock) -> Result<(Arc<SqlStore>, Arc<Keyring>), LaunchError> {
+pub async fn open_storage(
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<(Arc<SqlStore>, Arc<Keyring>), LaunchError> {
     prepare_data_dir(settings)?;
     let (master, source) = load_master_keys(settings)?;
     let store = SqlStore::connect(&settings.database_url()).await?;
@@ -242,7 +245,5 @@ pub fn router(state: AppState) -> Router {
     for layer in middleware::security_headers(tls) {
         app = app.layer(layer);
     }
-    app.layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    app.layer(CatchPanicLayer::custom(middleware::panic_response)).layer(TraceLayer::new_for_http()).with_state(state)
 }

@@ -136,7 +136,12 @@ impl Limiters {
         let window = ms(auth.login_failure_window);
         Self {
             clock,
-            login_account_ip: Backoff::new(auth.login_free_failures_per_account_ip, base, ms(auth.login_backoff_max), window),
+            login_account_ip: Backoff::new(
+                auth.login_free_failures_per_account_ip,
+                base,
+                ms(auth.login_backoff_max),
+                window,
+            ),
             login_ip: Backoff::new(auth.login_free_failures_per_ip, base, ms(auth.login_backoff_max) * 4, window),
             login_account: Backoff::new(
                 auth.login_free_failures_per_account,
@@ -157,11 +162,7 @@ impl Limiters {
     }
 
     fn knows(&self, account: &str, ip: IpAddr) -> bool {
-        self.known_addresses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(account)
-            .is_some_and(|set| set.contains(&ip))
+        self.known_addresses.lock().unwrap_or_else(|p| p.into_inner()).get(account).is_some_and(|set| set.contains(&ip))
     }
 
     /// Whether a login attempt for `account` from `ip` may proceed now.

@@ -143,7 +143,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("data_dir", &self.data_dir)
             .field("listen", &self.listen)
-            .field("database_url", &self.database_url.as_ref().map(|u| mask_url(secrecy::ExposeSecret::expose_secret(u))))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|u| mask_url(secrecy::ExposeSecret::expose_secret(u))),
+            )
             .field("tls", &self.tls_enabled())
             .field("signup", &self.signup)
             .finish_non_exhaustive()
@@ -230,7 +233,9 @@ impl Settings {
             )));
         }
         if self.auth.session_idle.is_zero() || self.auth.session_absolute < self.auth.session_idle {
-            return Err(SettingsError::Insecure("session_absolute must be at least session_idle, both non-zero".into()));
+            return Err(SettingsError::Insecure(
+                "session_absolute must be at least session_idle, both non-zero".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::Insecure("max_body_bytes must be at least 1024".into()));

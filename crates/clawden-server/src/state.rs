@@ -56,7 +56,11 @@ impl Passwords {
 
     /// Verifies a password against a stored hash; `None` stored spends the same time on a
     /// dummy hash and answers `Mismatch`.
-    pub async fn verify(&self, password: SecretString, stored: Option<String>) -> Result<PasswordVerdict, crate::ApiError> {
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        stored: Option<String>,
+    ) -> Result<PasswordVerdict, crate::ApiError> {
         let _permit = self.permits.acquire().await.map_err(crate::ApiError::internal)?;
         let hasher = self.hasher.clone();
         tokio::task::spawn_blocking(move || match stored {

@@ -67,7 +67,8 @@ fn self_signed(dir: &Path, settings: &Settings) -> Result<(Vec<u8>, Vec<u8>), Tl
     let key = zeroize::Zeroizing::new(certified.key_pair.serialize_pem().into_bytes());
     let write = |path: &Path, bytes: &[u8], mode: u32| -> Result<(), TlsError> {
         let io = |e| TlsError::Io(path.display().to_string(), e);
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(io)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path).map_err(io)?;
         f.write_all(bytes).map_err(io)
     };
     write(&key_path, &key, 0o600)?;

@@ -1,7 +1,8 @@
 //! Accounts and sessions, end to end over HTTP.
 
-mod common;
+#![allow(clippy::unwrap_used)]
 
+mod common;
 
 use common::{error_code, TestApp, PASSWORD};
 use serde_json::{json, Value};
@@ -220,7 +221,12 @@ async fn revoked_session_is_rejected() {
     let (status, code) = error_code(phone.get(app.at("/api/v1/me")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (401, "unauthenticated"));
     // Logging out ends the laptop's session too.
-    let res = laptop.post(app.at("/api/v1/auth/logout")).header("x-csrf-token", me["csrf_token"].as_str().unwrap()).send().await.unwrap();
+    let res = laptop
+        .post(app.at("/api/v1/auth/logout"))
+        .header("x-csrf-token", me["csrf_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(laptop.get(app.at("/api/v1/me")).send().await.unwrap().status(), 401);
     app.stop().await;
@@ -353,22 +359,41 @@ async fn weak_passwords_and_bad_emails_are_refused() {
         ("not-an-email", PASSWORD, "invalid_email"),
         ("a b@example.com", PASSWORD, "invalid_email"),
     ] {
-        let res = app.client().post(app.at("/api/v1/auth/signup")).json(&json!({"email": email, "password": password})).send().await.unwrap();
+        let res = app
+            .client()
+            .post(app.at("/api/v1/auth/signup"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(res).await, (400, code.to_owned()), "{email} / {password}");
     }
     app.signup(&app.client(), "a@example.com").await;
-    let res = app.client().post(app.at("/api/v1/auth/signup")).json(&json!({"email": "A@example.com", "password": PASSWORD})).send().await.unwrap();
+    let res = app
+        .client()
+        .post(app.at("/api/v1/auth/signup"))
+        .json(&json!({"email": "A@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(res).await, (409, "email_taken".into()));
     app.stop().await;
 }
 
 #[tokio::test]
 async fn signup_is_rate_limited_per_ip() {
-    let app = TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| s.auth.signups_per_ip_per_hour = 3).await;
+    let app =
+        TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| s.auth.signups_per_ip_per_hour = 3).await;
     for i in 0..3 {
         app.signup(&app.client(), &format!("u{i}@example.com")).await;
     }
-    let res = app.client().post(app.at("/api/v1/auth/signup")).json(&json!({"email": "u9@example.com", "password": PASSWORD})).send().await.unwrap();
+    let res = app
+        .client()
+        .post(app.at("/api/v1/auth/signup"))
+        .json(&json!({"email": "u9@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert!(res.headers().get("retry-after").is_some());
     assert_eq!(error_code(res).await, (429, "rate_limited".into()));
     app.clock.advance_secs(3600);
@@ -378,13 +403,30 @@ async fn signup_is_rate_limited_per_ip() {
 
 #[tokio::test]
 async fn closed_and_invite_only_signup() {
-    let closed = TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| s.signup = clawden_core::SignupMode::Closed).await;
-    let res = closed.client().post(closed.at("/api/v1/auth/signup")).json(&json!({"email": "a@example.com", "password": PASSWORD})).send().await.unwrap();
+    let closed =
+        TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| s.signup = clawden_core::SignupMode::Closed)
+            .await;
+    let res = closed
+        .client()
+        .post(closed.at("/api/v1/auth/signup"))
+        .json(&json!({"email": "a@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(res).await, (403, "signup_closed".into()));
     closed.stop().await;
 
-    let app = TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| s.signup = clawden_core::SignupMode::InviteOnly).await;
-    let res = app.client().post(app.at("/api/v1/auth/signup")).json(&json!({"email": "a@example.com", "password": PASSWORD})).send().await.unwrap();
+    let app = TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| {
+        s.signup = clawden_core::SignupMode::InviteOnly
+    })
+    .await;
+    let res = app
+        .client()
+        .post(app.at("/api/v1/auth/signup"))
+        .json(&json!({"email": "a@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(res).await, (403, "invite_required".into()));
     let res = app
         .client()
@@ -462,7 +504,8 @@ async fn bcrypt_imported_password_is_rehashed_on_login() {
         .await
         .unwrap();
     assert_eq!(app.login(&app.client(), "old@example.com", "imported-account-password").await.status(), 200);
-    let stored = app.state.store.login_lookup(&clawden_core::Principal::System, "old@example.com").await.unwrap().unwrap();
+    let stored =
+        app.state.store.login_lookup(&clawden_core::Principal::System, "old@example.com").await.unwrap().unwrap();
     assert!(stored.password_hash.starts_with("$argon2id$"), "rehashed to argon2id");
     assert_eq!(app.login(&app.client(), "old@example.com", "imported-account-password").await.status(), 200);
     app.stop().await;

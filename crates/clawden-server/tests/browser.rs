@@ -1,6 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver.
 //! Without Chromium the test says it is skipped — except under `CI=true`, where it fails.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{TestApp, PASSWORD};
@@ -21,7 +23,8 @@ impl Drop for Driver {
 }
 
 async fn start_driver() -> Option<Driver> {
-    let found = std::path::Path::new("/usr/bin/chromedriver").exists() && std::path::Path::new("/usr/bin/chromium").exists();
+    let found =
+        std::path::Path::new("/usr/bin/chromedriver").exists() && std::path::Path::new("/usr/bin/chromium").exists();
     if !found {
         if clawden_store::testing::under_ci() {
             panic!("chromium and chromedriver are missing, and CI=true forbids skipping browser tests");
@@ -90,7 +93,11 @@ async fn browser_signs_up_signs_out_and_signs_in() {
     c.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
     c.find(Locator::Css("form[action='/signup'] button[type=submit]")).await.unwrap().click().await.unwrap();
     if c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#me-email")).await.is_err() {
-        panic!("no account page after sign-up; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default());
+        panic!(
+            "no account page after sign-up; at {:?}: {}",
+            c.current_url().await,
+            c.source().await.unwrap_or_default()
+        );
     }
     assert_eq!(c.current_url().await.unwrap().path(), "/account");
     let email = c.find(Locator::Css("#me-email")).await.unwrap().text().await.unwrap();

@@ -1,6 +1,8 @@
 //! Bad input gets a clear 4xx JSON error, never a 500 or a panic; every answer carries the
 //! security headers; the OpenAPI document lists every route.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{error_code, TestApp};
@@ -31,7 +33,10 @@ async fn malformed_json_and_wrong_types_are_4xx_json() {
         client.post(app.at("/api/v1/auth/signup")).header("content-type", ct).body(body).send()
     };
     assert_eq!(error_code(send("{bad", "application/json").await.unwrap()).await, (400, "invalid_json".into()));
-    assert_eq!(error_code(send("{\"email\": 5}", "application/json").await.unwrap()).await, (422, "invalid_fields".into()));
+    assert_eq!(
+        error_code(send("{\"email\": 5}", "application/json").await.unwrap()).await,
+        (422, "invalid_fields".into())
+    );
     assert_eq!(error_code(send("email=a", "text/plain").await.unwrap()).await, (415, "unsupported_media_type".into()));
     app.stop().await;
 }
@@ -122,7 +127,14 @@ async fn random_bodies_never_break_the_auth_routes() {
     let client = app.client();
     let me = app.signup(&client, "fuzz@example.com").await;
     let csrf = me["csrf_token"].as_str().unwrap().to_owned();
-    let routes = ["/api/v1/auth/signup", "/api/v1/auth/login", "/api/v1/auth/password", "/api/v1/invites/redeem", "/login", "/signup"];
+    let routes = [
+        "/api/v1/auth/signup",
+        "/api/v1/auth/login",
+        "/api/v1/auth/password",
+        "/api/v1/invites/redeem",
+        "/login",
+        "/signup",
+    ];
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 96, ..ProptestConfig::default() });
     let strategy = (
         0..routes.len(),

@@ -131,9 +131,11 @@ impl KeyStore {
 
     /// How many keys each master key version wraps.
     pub async fn count_by_version(&self) -> StoreResult<Vec<(u32, i64)>> {
-        let rows = sqlx::query("SELECT kek_version, COUNT(*) AS n FROM wrapped_keys GROUP BY kek_version ORDER BY kek_version")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT kek_version, COUNT(*) AS n FROM wrapped_keys GROUP BY kek_version ORDER BY kek_version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let v: i64 = row.try_get("kek_version")?;

@@ -60,7 +60,13 @@ pub trait UserStore: Send + Sync {
     async fn memberships(&self, by: &Principal) -> StoreResult<Vec<Membership>>;
 
     /// Sets a user's tier. System only (invite redemption checks the code first).
-    async fn set_tier(&self, by: &Principal, user: UserId, tier: clawden_core::Tier, audit: AuditEvent) -> StoreResult<()>;
+    async fn set_tier(
+        &self,
+        by: &Principal,
+        user: UserId,
+        tier: clawden_core::Tier,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
 }
 
 /// Browser sessions.
@@ -71,7 +77,12 @@ pub trait SessionStore: Send + Sync {
 
     /// The live session and its user for a token hash; system only (authentication).
     /// Expired sessions are not returned.
-    async fn session_by_token(&self, by: &Principal, hash: &TokenHash, now: UnixMillis) -> StoreResult<Option<(Session, User)>>;
+    async fn session_by_token(
+        &self,
+        by: &Principal,
+        hash: &TokenHash,
+        now: UnixMillis,
+    ) -> StoreResult<Option<(Session, User)>>;
 
     /// Marks a session as used now and pushes its idle expiry; system only.
     async fn touch_session(&self, by: &Principal, id: SessionId, now: UnixMillis) -> StoreResult<()>;
@@ -96,7 +107,13 @@ pub trait InviteStore: Send + Sync {
     /// Spends one use of the invite with this code hash, if it is valid now, and upgrades
     /// the principal's user to the invite tier, in one transaction. `Ok(false)` when the
     /// code is unknown, spent or expired.
-    async fn redeem_invite(&self, by: &Principal, hash: &TokenHash, now: UnixMillis, audit: AuditEvent) -> StoreResult<bool>;
+    async fn redeem_invite(
+        &self,
+        by: &Principal,
+        hash: &TokenHash,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
 }
 
 /// The audit log.
@@ -107,7 +124,12 @@ pub trait AuditStore: Send + Sync {
     async fn record(&self, event: AuditEvent) -> StoreResult<()>;
 
     /// The principal's own actions, newest first.
-    async fn own_audit(&self, by: &Principal, before_seq_at: Option<UnixMillis>, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+    async fn own_audit(
+        &self,
+        by: &Principal,
+        before_seq_at: Option<UnixMillis>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// Everything clawden persists.

@@ -20,7 +20,9 @@ pub fn under_ci() -> bool {
 pub fn postgres_url() -> Option<String> {
     match std::env::var("CLAWDEN_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if under_ci() => panic!("CLAWDEN_TEST_POSTGRES_URL is not set, and CI=true forbids skipping PostgreSQL tests"),
+        _ if under_ci() => {
+            panic!("CLAWDEN_TEST_POSTGRES_URL is not set, and CI=true forbids skipping PostgreSQL tests")
+        }
         _ => {
             eprintln!("skipped: PostgreSQL half of this test (set CLAWDEN_TEST_POSTGRES_URL to run it)");
             None
@@ -83,8 +85,9 @@ impl TestDb {
     pub async fn open(&self) -> (Arc<SqlStore>, Arc<Keyring>) {
         let store = SqlStore::connect(&self.url).await.expect("open store");
         let keys = KeyStore::connect(&self.keys_url).await.expect("open key store");
-        let keyring =
-            Keyring::open(MasterKeys::generate_for_tests(), MasterKeySource::Fixed, keys, 0).await.expect("open keyring");
+        let keyring = Keyring::open(MasterKeys::generate_for_tests(), MasterKeySource::Fixed, keys, 0)
+            .await
+            .expect("open keyring");
         (Arc::new(store), Arc::new(keyring))
     }
 

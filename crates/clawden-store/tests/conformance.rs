@@ -1,6 +1,8 @@
 //! One conformance suite, run against every backend: SQLite always, PostgreSQL when
 //! `CLAWDEN_TEST_POSTGRES_URL` is set (and always under CI).
 
+#![allow(clippy::unwrap_used)]
+
 use clawden_core::{Outcome, Principal, SessionId, Tier, UserId};
 use clawden_crypto::{KeyedHasher, TokenHash};
 use clawden_store::testing::TestDb;
@@ -33,7 +35,10 @@ fn new_user(email: &str) -> NewUser {
 }
 
 async fn make_user(store: &SqlStore, email: &str) -> (User, Instance) {
-    store.create_user(&Principal::System, new_user(email), audit("auth.signup", AuditChain::System, None)).await.unwrap()
+    store
+        .create_user(&Principal::System, new_user(email), audit("auth.signup", AuditChain::System, None))
+        .await
+        .unwrap()
 }
 
 fn hash(n: u8) -> TokenHash {
@@ -44,7 +49,14 @@ async fn make_session(store: &SqlStore, user: UserId, n: u8, expires_at: i64) ->
     store
         .create_session(
             &Principal::System,
-            NewSession { user_id: user, token_hash: hash(n), now: 1_000, expires_at, ip: None, user_agent: Some("t".into()) },
+            NewSession {
+                user_id: user,
+                token_hash: hash(n),
+                now: 1_000,
+                expires_at,
+                ip: None,
+                user_agent: Some("t".into()),
+            },
             audit("auth.login", AuditChain::Account(user), Some(user)),
         )
         .await
@@ -78,7 +90,11 @@ async fn duplicate_email_is_refused_case_insensitively() {
         let (store, _) = db.open().await;
         make_user(&store, "bob@example.com").await;
         let err = store
-            .create_user(&Principal::System, new_user("BOB@example.com"), audit("auth.signup", AuditChain::System, None))
+            .create_user(
+                &Principal::System,
+                new_user("BOB@example.com"),
+                audit("auth.signup", AuditChain::System, None),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::EmailTaken), "{:?}: {err:?}", db.backend);
@@ -117,10 +133,7 @@ async fn user_cannot_read_another_user() {
         let (b, _) = make_user(&store, "b@example.com").await;
         assert_eq!(store.user(&me(&a), b.id).await.unwrap(), None);
         assert_eq!(store.user(&me(&a), a.id).await.unwrap().unwrap().id, a.id);
-        assert!(matches!(
-            store.set_password_hash(&me(&a), b.id, "x", None, None).await,
-            Err(StoreError::Forbidden)
-        ));
+        assert!(matches!(store.set_password_hash(&me(&a), b.id, "x", None, None).await, Err(StoreError::Forbidden)));
         store.close().await;
         db.cleanup().await;
     }
@@ -136,10 +149,14 @@ async fn user_cannot_see_or_revoke_another_users_sessions() {
         let sb = make_session(&store, b.id, 2, 10_000).await;
         let seen: Vec<SessionId> = store.sessions(&me(&a), 2_000).await.unwrap().iter().map(|s| s.id).collect();
         assert_eq!(seen, vec![sa.id], "{:?}", db.backend);
-        let revoked = store.revoke_session(&me(&a), sb.id, audit("session.revoke", AuditChain::Account(a.id), Some(a.id))).await;
+        let revoked =
+            store.revoke_session(&me(&a), sb.id, audit("session.revoke", AuditChain::Account(a.id), Some(a.id))).await;
         assert!(!revoked.unwrap());
         assert!(store.session_by_token(&Principal::System, &hash(2), 2_000).await.unwrap().is_some());
-        assert!(store.revoke_session(&me(&a), sa.id, audit("session.revoke", AuditChain::Account(a.id), Some(a.id))).await.unwrap());
+        assert!(store
+            .revoke_session(&me(&a), sa.id, audit("session.revoke", AuditChain::Account(a.id), Some(a.id)))
+            .await
+            .unwrap());
         assert!(store.session_by_token(&Principal::System, &hash(1), 2_000).await.unwrap().is_none());
         store.close().await;
         db.cleanup().await;
@@ -169,7 +186,13 @@ async fn password_change_can_end_other_sessions() {
         make_session(&store, a.id, 2, 10_000).await;
         make_session(&store, a.id, 3, 10_000).await;
         store
-            .set_password_hash(&me(&a), a.id, "newhash", Some(Some(keep.id)), Some(audit("auth.password", AuditChain::Account(a.id), Some(a.id))))
+            .set_password_hash(
+                &me(&a),
+                a.id,
+                "newhash",
+                Some(Some(keep.id)),
+                Some(audit("auth.password", AuditChain::Account(a.id), Some(a.id))),
+            )
             .await
             .unwrap();
         let left: Vec<SessionId> = store.sessions(&me(&a), 2_000).await.unwrap().iter().map(|s| s.id).collect();
@@ -190,11 +213,34 @@ async fn invites_are_spent_once_and_expire() {
         let code = KeyedHasher::new([3; 32]).hash("invite", "code-1");
         let late = KeyedHasher::new([3; 32]).hash("invite", "code-2");
         let sys = AuditChain::System;
-        store.create_invite(&Principal::System, NewInvite { code_hash: code.clone(), uses: 1, expires_at: None, now: 0 }, audit("invite.create", sys, None)).await.unwrap();
-        store.create_invite(&Principal::System, NewInvite { code_hash: late.clone(), uses: 5, expires_at: Some(1_500), now: 0 }, audit("invite.create", sys, None)).await.unwrap();
-        assert!(store.redeem_invite(&me(&a), &code, 1_000, audit("invite.redeem", AuditChain::Account(a.id), Some(a.id))).await.unwrap());
-        assert!(!store.redeem_invite(&me(&b), &code, 1_000, audit("invite.redeem", AuditChain::Account(b.id), Some(b.id))).await.unwrap());
-        assert!(!store.redeem_invite(&me(&b), &late, 2_000, audit("invite.redeem", AuditChain::Account(b.id), Some(b.id))).await.unwrap());
+        store
+            .create_invite(
+                &Principal::System,
+                NewInvite { code_hash: code.clone(), uses: 1, expires_at: None, now: 0 },
+                audit("invite.create", sys, None),
+            )
+            .await
+            .unwrap();
+        store
+            .create_invite(
+                &Principal::System,
+                NewInvite { code_hash: late.clone(), uses: 5, expires_at: Some(1_500), now: 0 },
+                audit("invite.create", sys, None),
+            )
+            .await
+            .unwrap();
+        assert!(store
+            .redeem_invite(&me(&a), &code, 1_000, audit("invite.redeem", AuditChain::Account(a.id), Some(a.id)))
+            .await
+            .unwrap());
+        assert!(!store
+            .redeem_invite(&me(&b), &code, 1_000, audit("invite.redeem", AuditChain::Account(b.id), Some(b.id)))
+            .await
+            .unwrap());
+        assert!(!store
+            .redeem_invite(&me(&b), &late, 2_000, audit("invite.redeem", AuditChain::Account(b.id), Some(b.id)))
+            .await
+            .unwrap());
         assert_eq!(store.user(&me(&a), a.id).await.unwrap().unwrap().tier, Tier::Invite);
         assert_eq!(store.user(&me(&b), b.id).await.unwrap().unwrap().tier, Tier::Base);
         // Invite-only signup spends the code in the same transaction as the account.
@@ -204,8 +250,14 @@ async fn invites_are_spent_once_and_expire() {
         assert_eq!(c.tier, Tier::Invite);
         let mut spent = new_user("d@example.com");
         spent.invite = Some(code);
-        assert!(matches!(store.create_user(&Principal::System, spent, audit("auth.signup", sys, None)).await, Err(StoreError::InvalidInvite)));
-        assert!(store.login_lookup(&Principal::System, "d@example.com").await.unwrap().is_none(), "no account without a valid invite");
+        assert!(matches!(
+            store.create_user(&Principal::System, spent, audit("auth.signup", sys, None)).await,
+            Err(StoreError::InvalidInvite)
+        ));
+        assert!(
+            store.login_lookup(&Principal::System, "d@example.com").await.unwrap().is_none(),
+            "no account without a valid invite"
+        );
         store.close().await;
         db.cleanup().await;
     }

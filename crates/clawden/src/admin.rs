@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use clawden_core::{Outcome, Principal, SystemClock, Tier, Clock};
+use clawden_core::{Clock, Outcome, Principal, SystemClock, Tier};
 use clawden_crypto::password::check_policy;
 use clawden_crypto::{PasswordHasher, PlainToken};
 use clawden_server::accounts::{validate_email, INVITE_DOMAIN, INVITE_PREFIX};

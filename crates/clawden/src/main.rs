@@ -95,7 +95,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let listener =
+        std::net::TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
     let server = clawden_server::Server::build(settings, listener).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;

@@ -136,7 +136,12 @@ struct LoginForm {
     password: SecretString,
 }
 
-async fn login_submit(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>) -> Response {
+async fn login_submit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
         return render(StatusCode::BAD_REQUEST, login_form(Some("Fill in your email and password."), ""));
     };
@@ -176,7 +181,12 @@ struct SignupForm {
     invite_code: Option<String>,
 }
 
-async fn signup_submit(State(state): State<AppState>, ip: ClientIp, headers: HeaderMap, form: Result<Form<SignupForm>, axum::extract::rejection::FormRejection>) -> Response {
+async fn signup_submit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<SignupForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
     let Ok(Form(form)) = form else {
         return render(StatusCode::BAD_REQUEST, signup_form(Some("Fill in your email and a password."), "", &state));
     };
@@ -256,11 +266,17 @@ async fn account_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAut
     Ok(render(StatusCode::OK, markup))
 }
 
-async fn logout_submit(State(state): State<AppState>, SessionAuthed(auth, session): SessionAuthed) -> Result<Response, ApiError> {
+async fn logout_submit(
+    State(state): State<AppState>,
+    SessionAuthed(auth, session): SessionAuthed,
+) -> Result<Response, ApiError> {
     accounts::logout(&state, auth.ip, &auth.user, &session).await?;
     Ok((
         StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie::clear(state.settings.tls_enabled())), (header::LOCATION, HeaderValue::from_static("/login"))],
+        [
+            (header::SET_COOKIE, cookie::clear(state.settings.tls_enabled())),
+            (header::LOCATION, HeaderValue::from_static("/login")),
+        ],
     )
         .into_response())
 }

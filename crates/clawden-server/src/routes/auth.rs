@@ -45,7 +45,11 @@ pub struct PasswordRequest {
 }
 
 /// Answers a new login with the cookie and the caller's `me` body.
-pub(crate) async fn login_response(state: &AppState, status: StatusCode, login: NewLogin) -> Result<Response, ApiError> {
+pub(crate) async fn login_response(
+    state: &AppState,
+    status: StatusCode,
+    login: NewLogin,
+) -> Result<Response, ApiError> {
     let max_age = state.settings.auth.session_absolute.as_secs();
     let csrf = csrf_token_for(state, &login.session);
     let body = me_body(state, &login.user, Some(csrf)).await?;
@@ -66,8 +70,15 @@ pub async fn signup(
     headers: HeaderMap,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
-    let (login, _) =
-        accounts::signup(&state, ip, &req.email, req.password, req.invite_code.as_deref(), accounts::user_agent(&headers)).await?;
+    let (login, _) = accounts::signup(
+        &state,
+        ip,
+        &req.email,
+        req.password,
+        req.invite_code.as_deref(),
+        accounts::user_agent(&headers),
+    )
+    .await?;
     login_response(&state, StatusCode::CREATED, login).await
 }
 
@@ -86,7 +97,10 @@ pub async fn login(
 
 /// Ends this session.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, SessionAuthed(auth, session): SessionAuthed) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    SessionAuthed(auth, session): SessionAuthed,
+) -> Result<Response, ApiError> {
     accounts::logout(&state, auth.ip, &auth.user, &session).await?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie::clear(state.settings.tls_enabled()))]).into_response())
 }

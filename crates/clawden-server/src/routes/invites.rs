@@ -25,7 +25,11 @@ pub struct RedeemBody {
 /// Upgrades the caller to the invite-enabled tier. Failed redemptions are rate-limited.
 #[utoipa::path(post, path = "/api/v1/invites/redeem", tag = "account", request_body = RedeemRequest,
     responses((status = 200, body = RedeemBody), (status = 400, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
-pub async fn redeem(State(state): State<AppState>, Authed(auth): Authed, ApiJson(req): ApiJson<RedeemRequest>) -> Result<Json<RedeemBody>, ApiError> {
+pub async fn redeem(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+    ApiJson(req): ApiJson<RedeemRequest>,
+) -> Result<Json<RedeemBody>, ApiError> {
     let key = format!("invite:{}", auth.user.id);
     let now = state.now();
     state.limits.invite_redeem.check(&key, now).map_err(ApiError::rate_limited)?;
@@ -40,7 +44,15 @@ pub async fn redeem(State(state): State<AppState>, Authed(auth): Authed, ApiJson
         Ok(Json(RedeemBody { tier: clawden_core::Tier::Invite.to_string() }))
     } else {
         state.limits.invite_redeem.fail(&key, now);
-        audit::record_failure(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "invite.redeem", String::new()).await;
+        audit::record_failure(
+            &state,
+            auth.ip,
+            AuditChain::Account(auth.user.id),
+            Some(auth.user.id),
+            "invite.redeem",
+            String::new(),
+        )
+        .await;
         Err(ApiError::bad_request("invalid_invite", "the invite code is not valid"))
     }
 }

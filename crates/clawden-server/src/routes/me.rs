@@ -77,7 +77,10 @@ pub struct SessionBody {
 
 /// The caller's live sessions (every signed-in device).
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "account", responses((status = 200, body = [SessionBody]), (status = 401, body = crate::error::ErrorBody)))]
-pub async fn list_sessions(State(state): State<AppState>, SessionAuthed(auth, current): SessionAuthed) -> Result<Json<Vec<SessionBody>>, ApiError> {
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    SessionAuthed(auth, current): SessionAuthed,
+) -> Result<Json<Vec<SessionBody>>, ApiError> {
     let sessions = state.store.sessions(&auth.principal(), state.now()).await?;
     Ok(Json(
         sessions

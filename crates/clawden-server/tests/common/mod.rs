@@ -27,15 +27,18 @@ impl TestApp {
 
     pub async fn spawn_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = Settings::default();
-        settings.data_dir = data_dir.path().join("data");
-        settings.database_url = Some(db.url.clone().into());
-        settings.key_store_url = Some(db.keys_url.clone().into());
-        settings.listen = "127.0.0.1:0".parse().expect("addr");
+        let mut settings = Settings {
+            data_dir: data_dir.path().join("data"),
+            database_url: Some(db.url.clone().into()),
+            key_store_url: Some(db.keys_url.clone().into()),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..Settings::default()
+        };
         tweak(&mut settings);
         let listener = std::net::TcpListener::bind(settings.listen).expect("bind");
         let clock = FixedClock::at(1_800_000_000_000);
-        let server = Server::build_with_clock(settings, listener, Arc::new(clock.clone())).await.expect("server builds");
+        let server =
+            Server::build_with_clock(settings, listener, Arc::new(clock.clone())).await.expect("server builds");
         let url = server.url();
         let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();

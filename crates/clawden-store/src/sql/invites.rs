@@ -27,21 +27,29 @@ impl InviteStore for SqlStore {
         require_system(by)?;
         let id = uuid::Uuid::now_v7().to_string();
         let mut tx = self.begin(by).await?;
-        sqlx::query("INSERT INTO invites (id, code_hash, uses_left, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&id)
-            .bind(new.code_hash.0.to_vec())
-            .bind(new.uses)
-            .bind(new.expires_at)
-            .bind(new.now)
-            .execute(&mut *tx.tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO invites (id, code_hash, uses_left, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(new.code_hash.0.to_vec())
+        .bind(new.uses)
+        .bind(new.expires_at)
+        .bind(new.now)
+        .execute(&mut *tx.tx)
+        .await?;
         let mut audit = audit;
         audit.target = format!("invite:{id}");
         insert_audit(&mut tx.tx, &audit).await?;
         tx.commit().await
     }
 
-    async fn redeem_invite(&self, by: &Principal, hash: &TokenHash, now: UnixMillis, audit: AuditEvent) -> StoreResult<bool> {
+    async fn redeem_invite(
+        &self,
+        by: &Principal,
+        hash: &TokenHash,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<bool> {
         let user = require_user(by)?;
         let mut tx = self.begin(by).await?;
         if !spend(&mut tx.tx, hash, now).await? {

@@ -85,8 +85,10 @@ pub(crate) async fn open_pool(url: &str, max_connections: u32) -> StoreResult<(A
                 .max_connections(max_connections)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
-                            .await?;
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
                         Ok(())
                     })
                 })

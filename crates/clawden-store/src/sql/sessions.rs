@@ -55,7 +55,12 @@ impl SessionStore for SqlStore {
         Ok(session)
     }
 
-    async fn session_by_token(&self, by: &Principal, hash: &TokenHash, now: UnixMillis) -> StoreResult<Option<(Session, User)>> {
+    async fn session_by_token(
+        &self,
+        by: &Principal,
+        hash: &TokenHash,
+        now: UnixMillis,
+    ) -> StoreResult<Option<(Session, User)>> {
         require_system(by)?;
         let row = sqlx::query(
             "SELECT s.id AS s_id, s.user_id, s.created_at AS s_created_at, s.last_seen_at, s.expires_at, s.ip, s.user_agent,

@@ -104,7 +104,8 @@ impl Default for AuthSettings {
         Self {
             session_idle: Duration::from_secs(7 * 24 * 3600),
             session_absolute: Duration::from_secs(30 * 24 * 3600),
-            password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            // Half the cores: a flood of sign-ins cannot take every core from the rest of the server.
+            password_hash_concurrency: std::thread::available_parallelism().map(|n| (n.get() / 2).max(1)).unwrap_or(1),
             login_free_failures_per_account_ip: 5,
             login_free_failures_per_ip: 20,
             login_free_failures_per_account: 50,

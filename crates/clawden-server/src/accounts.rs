@@ -5,6 +5,7 @@ use crate::auth::{SESSION_DOMAIN, SESSION_PREFIX};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::totp::SecondFactor;
 use axum::http::StatusCode;
 use clawden_core::{Principal, SignupMode, Tier};
 use clawden_crypto::password::check_policy;
@@ -104,6 +105,11 @@ pub async fn signup(
         instance_name: "My agent".into(),
         now: state.now(),
         invite,
+        // The first token is made with the instance; the owner gets a usable one by rotating.
+        gateway_token: state
+            .keyring
+            .hasher()
+            .hash(crate::auth::GATEWAY_DOMAIN, PlainToken::generate(crate::auth::GATEWAY_PREFIX).expose()),
     };
     let ev = audit::success(state, ip, AuditChain::System, None, "auth.signup");
     let (user, instance) = state.store.create_user(&Principal::System, new, ev).await?;
@@ -111,13 +117,14 @@ pub async fn signup(
     Ok((login, instance))
 }
 
-/// Signs in with email and password. Unknown email and wrong password answer the same, in
-/// the same time.
+/// Signs in with email, password and (when 2FA is on) a TOTP or recovery code. Unknown email
+/// and wrong password answer the same, in the same time.
 pub async fn login(
     state: &AppState,
     ip: ClientIp,
     email: &str,
     password: SecretString,
+    totp_code: Option<&str>,
     ua: Option<String>,
 ) -> Result<NewLogin, ApiError> {
     let account = normalize_email(email);
@@ -153,6 +160,26 @@ pub async fn login(
         )
         .await;
         return Err(ApiError::forbidden("account_disabled", "this account is disabled"));
+    }
+    match crate::totp::check_second_factor(state, record.user.id, totp_code).await? {
+        SecondFactor::NotEnabled | SecondFactor::Passed => {}
+        SecondFactor::Missing => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "enter the code from your authenticator app",
+            ));
+        }
+        SecondFactor::Wrong | SecondFactor::Replayed => {
+            state.limits.login_failed(&account, ip.0);
+            let chain = AuditChain::Account(record.user.id);
+            audit::record_failure(state, ip, chain, None, "auth.login.totp", format!("user:{}", record.user.id)).await;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_totp",
+                "that code is not valid or was already used",
+            ));
+        }
     }
     state.limits.login_succeeded(&account, ip.0);
     if rehash {

@@ -10,12 +10,15 @@ pub mod auth;
 pub mod client_ip;
 pub mod dashboard;
 pub mod error;
+pub mod gateway;
 pub mod limits;
 pub mod middleware;
+pub mod redact;
 pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod tls;
+pub mod totp;
 
 pub use error::ApiError;
 pub use settings::{Overrides, Settings, SettingsError};
@@ -90,10 +93,10 @@ pub async fn open_storage(
 ) -> Result<(Arc<SqlStore>, Arc<Keyring>), LaunchError> {
     prepare_data_dir(settings)?;
     let (master, source) = load_master_keys(settings)?;
-    let store = SqlStore::connect(&settings.database_url()).await?;
     let keys = KeyStore::connect(&settings.key_store_url()).await?;
-    let keyring = Keyring::open(master, source, keys, clock.now_millis()).await?;
-    Ok((Arc::new(store), Arc::new(keyring)))
+    let keyring = Arc::new(Keyring::open(master, source, keys, clock.now_millis()).await?);
+    let store = SqlStore::connect(&settings.database_url(), keyring.clone()).await?;
+    Ok((Arc::new(store), keyring))
 }
 
 /// A server that is ready to serve on its listener.
@@ -130,6 +133,7 @@ impl Server {
             clock,
             passwords: Arc::new(passwords),
             limits: Arc::new(limits),
+            notices: gateway::TokenNotices::default(),
         };
         listener.set_nonblocking(true)?;
         Ok(Self { state, listener, tls, sql })
@@ -196,11 +200,16 @@ pub async fn launch(
     server.run(shutdown).await
 }
 
-/// Periodic housekeeping: expired sessions.
+/// Periodic housekeeping: expired sessions, due gateway-token rotations.
 async fn background_jobs(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(state.settings.housekeeping_every);
     loop {
         tick.tick().await;
+        match gateway::rotate_due(&state).await {
+            Ok(n) if n > 0 => tracing::info!(gateway_tokens.rotated = n, "rotated gateway tokens"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error.code = err.code(), "gateway token rotation failed"),
+        }
         match state.store.purge_expired_sessions(&clawden_core::Principal::System, state.now()).await {
             Ok(n) if n > 0 => tracing::info!(sessions.purged = n, "purged expired sessions"),
             Ok(_) => {}

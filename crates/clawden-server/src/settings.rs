@@ -61,6 +61,29 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Authentication settings.
     pub auth: AuthSettings,
+    /// Gateway token rotation.
+    pub gateway: GatewaySettings,
+    /// How often background housekeeping runs (session purge, due token rotations).
+    #[serde(with = "humantime_serde")]
+    pub housekeeping_every: Duration,
+}
+
+/// Gateway token rotation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Tokens older than this are replaced.
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Duration,
+    /// The previous token keeps working this long after a rotation.
+    #[serde(with = "humantime_serde")]
+    pub overlap: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { rotate_every: Duration::from_secs(24 * 3600), overlap: Duration::from_secs(600) }
+    }
 }
 
 /// Sessions, passwords and login limits.
@@ -135,6 +158,8 @@ impl Default for Settings {
             signup: SignupMode::Open,
             max_body_bytes: 1024 * 1024,
             auth: AuthSettings::default(),
+            gateway: GatewaySettings::default(),
+            housekeeping_every: Duration::from_secs(60),
         }
     }
 }
@@ -237,6 +262,12 @@ impl Settings {
             return Err(SettingsError::Insecure(
                 "session_absolute must be at least session_idle, both non-zero".into(),
             ));
+        }
+        if self.gateway.overlap >= self.gateway.rotate_every {
+            return Err(SettingsError::Insecure("gateway.overlap must be shorter than gateway.rotate_every".into()));
+        }
+        if self.housekeeping_every.is_zero() {
+            return Err(SettingsError::Insecure("housekeeping_every must be non-zero".into()));
         }
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::Insecure("max_body_bytes must be at least 1024".into()));

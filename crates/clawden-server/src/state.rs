@@ -24,6 +24,8 @@ pub struct AppState {
     pub passwords: Arc<Passwords>,
     /// Rate limits.
     pub limits: Arc<Limiters>,
+    /// New gateway tokens from scheduled rotation, for the owners' live connections.
+    pub notices: crate::gateway::TokenNotices,
 }
 
 impl AppState {

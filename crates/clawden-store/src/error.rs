@@ -12,6 +12,9 @@ pub enum StoreError {
     /// The invite code is unknown, spent or expired.
     #[error("the invite code is not valid")]
     InvalidInvite,
+    /// The owner's data key was destroyed: their sealed values can never open again.
+    #[error("the data key of this owner was destroyed")]
+    KeyDestroyed,
     /// A referenced row does not exist (or is not the caller's).
     #[error("not found")]
     NotFound,

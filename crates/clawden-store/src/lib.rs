@@ -21,8 +21,9 @@ pub use model::*;
 pub use sql::{Backend, SqlStore};
 
 use async_trait::async_trait;
-use clawden_core::{Principal, SessionId, UnixMillis, UserId};
+use clawden_core::{ApiKeyId, InstanceId, Principal, Role, SessionId, UnixMillis, UserId};
 use clawden_crypto::TokenHash;
+use secrecy::SecretString;
 
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -58,6 +59,15 @@ pub trait UserStore: Send + Sync {
 
     /// The instances the principal's user belongs to, with their role in each.
     async fn memberships(&self, by: &Principal) -> StoreResult<Vec<Membership>>;
+
+    /// The principal's role in an instance, if they are a member.
+    async fn role_in(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<Role>>;
+
+    /// Deletes a user and everything they own (their sessions, keys, credentials, 2FA, and the
+    /// instances where they are the only owner), then destroys their data key and those
+    /// instances' keys: every sealed value of theirs, here and in every backup, stops opening.
+    /// The user themselves or the system.
+    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<()>;
 
     /// Sets a user's tier. System only (invite redemption checks the code first).
     async fn set_tier(
@@ -132,9 +142,119 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<AuditRecord>>;
 }
 
+/// API keys and stored credentials (BYOK provider keys, channel tokens).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Stores a new API key of the principal's user (only its keyed hash).
+    async fn create_api_key(&self, by: &Principal, new: NewApiKey, audit: AuditEvent) -> StoreResult<ApiKey>;
+
+    /// The principal's own API keys.
+    async fn api_keys(&self, by: &Principal) -> StoreResult<Vec<ApiKey>>;
+
+    /// Deletes one of the principal's own API keys; `Ok(false)` if it is not theirs.
+    async fn delete_api_key(&self, by: &Principal, id: ApiKeyId, audit: AuditEvent) -> StoreResult<bool>;
+
+    /// The key and its user for a key hash; system only (authentication).
+    async fn api_key_by_hash(&self, by: &Principal, hash: &TokenHash) -> StoreResult<Option<(ApiKey, User)>>;
+
+    /// Records that a key was used now; system only.
+    async fn touch_api_key(&self, by: &Principal, id: ApiKeyId, now: UnixMillis) -> StoreResult<()>;
+
+    /// Sets (creates or replaces) one of the principal's credentials, sealed under their key.
+    async fn put_credential(
+        &self,
+        by: &Principal,
+        name: &str,
+        value: &SecretString,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// The principal's credentials, by name with their last four characters.
+    async fn credentials(&self, by: &Principal) -> StoreResult<Vec<CredentialInfo>>;
+
+    /// Deletes one of the principal's credentials.
+    async fn delete_credential(&self, by: &Principal, name: &str, audit: AuditEvent) -> StoreResult<bool>;
+
+    /// Opens `user`'s credential `name` for immediate use by the server (a provider call).
+    /// System only: no route hands a credential back to a client.
+    async fn use_credential(&self, by: &Principal, user: UserId, name: &str) -> StoreResult<Option<SecretString>>;
+}
+
+/// Two-factor authentication.
+#[async_trait]
+pub trait TotpStore: Send + Sync {
+    /// Stores a new, not yet enabled, TOTP secret for the principal (replacing a pending one).
+    /// Fails with `Forbidden` when 2FA is already enabled.
+    async fn totp_begin(&self, by: &Principal, secret: &[u8], now: UnixMillis) -> StoreResult<()>;
+
+    /// The TOTP state of `user`: the user themselves, or the system (sign-in).
+    async fn totp_state(&self, by: &Principal, user: UserId) -> StoreResult<Option<TotpState>>;
+
+    /// Enables 2FA after a valid code at `step`, replacing the recovery codes.
+    async fn totp_enable(
+        &self,
+        by: &Principal,
+        step: i64,
+        recovery: &[TokenHash],
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Accepts a code's time step only if it is later than every step accepted before (so a
+    /// code cannot be replayed); system only. Atomic under concurrency.
+    async fn totp_accept_step(&self, by: &Principal, user: UserId, step: i64) -> StoreResult<bool>;
+
+    /// Spends an unused recovery code; system only.
+    async fn use_recovery_code(
+        &self,
+        by: &Principal,
+        user: UserId,
+        hash: &TokenHash,
+        now: UnixMillis,
+    ) -> StoreResult<bool>;
+
+    /// Turns 2FA off and deletes the secret and recovery codes.
+    async fn totp_disable(&self, by: &Principal, audit: AuditEvent) -> StoreResult<()>;
+}
+
+/// Gateway tokens: one current per instance, the previous one valid until its retirement.
+#[async_trait]
+pub trait GatewayStore: Send + Sync {
+    /// Makes `hash` the instance's current token; the previous current token keeps working
+    /// until `overlap_until`, older ones stop now. Owner (checked by role) or system.
+    async fn rotate_gateway_token(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        hash: &TokenHash,
+        now: UnixMillis,
+        overlap_until: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// The instance and its owner for a live token; system only (authentication).
+    async fn gateway_token_by_hash(
+        &self,
+        by: &Principal,
+        hash: &TokenHash,
+        now: UnixMillis,
+    ) -> StoreResult<Option<(InstanceId, User)>>;
+
+    /// Instances whose current token was made before `made_before` (due for rotation);
+    /// system only.
+    async fn gateway_tokens_due(
+        &self,
+        by: &Principal,
+        made_before: UnixMillis,
+        limit: i64,
+    ) -> StoreResult<Vec<InstanceId>>;
+}
+
 /// Everything clawden persists.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + InviteStore + AuditStore + std::fmt::Debug {
+pub trait Store:
+    UserStore + SessionStore + InviteStore + AuditStore + SecretStore + TotpStore + GatewayStore + std::fmt::Debug
+{
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -54,6 +54,8 @@ pub struct NewUser {
     /// An invite code (keyed hash) to spend in the same transaction; the account then
     /// starts on the invite tier. Creation fails with `InvalidInvite` if it is not valid.
     pub invite: Option<TokenHash>,
+    /// Keyed hash of the personal instance's first gateway token.
+    pub gateway_token: TokenHash,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -202,4 +204,65 @@ pub struct AuditRecord {
 /// Normalises an email for storage and lookup.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    /// Id.
+    pub id: clawden_core::ApiKeyId,
+    /// Whose.
+    #[serde(skip)]
+    pub user_id: UserId,
+    /// The owner's label.
+    pub name: String,
+    /// The first characters, to recognise it.
+    pub prefix: String,
+    /// Created.
+    pub created_at: UnixMillis,
+    /// Last authenticated request.
+    pub last_used_at: Option<UnixMillis>,
+}
+
+/// An API key to store.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Label.
+    pub name: String,
+    /// Display prefix.
+    pub prefix: String,
+    /// Keyed hash of the key.
+    pub key_hash: TokenHash,
+    /// Now.
+    pub now: UnixMillis,
+}
+
+/// A stored credential as listed: its name and last four characters only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialInfo {
+    /// `anthropic`, `openai`, or a channel name.
+    pub name: String,
+    /// The value's last four characters.
+    pub last4: String,
+    /// When set.
+    pub updated_at: UnixMillis,
+}
+
+/// A user's TOTP state.
+pub struct TotpState {
+    /// The shared secret (raw bytes).
+    pub secret: zeroize::Zeroizing<Vec<u8>>,
+    /// Whether sign-in requires a code.
+    pub enabled: bool,
+    /// The last time step accepted (codes at or before it are refused).
+    pub last_step: i64,
+}
+
+impl std::fmt::Debug for TotpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpState")
+            .field("enabled", &self.enabled)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
 }

@@ -83,12 +83,15 @@ impl TestDb {
 
     /// Opens the store and a keyring with a fresh master key.
     pub async fn open(&self) -> (Arc<SqlStore>, Arc<Keyring>) {
-        let store = SqlStore::connect(&self.url).await.expect("open store");
+        self.open_with(MasterKeys::generate_for_tests(), MasterKeySource::Fixed).await
+    }
+
+    /// Opens the store and a keyring with the given master key.
+    pub async fn open_with(&self, master: MasterKeys, source: MasterKeySource) -> (Arc<SqlStore>, Arc<Keyring>) {
         let keys = KeyStore::connect(&self.keys_url).await.expect("open key store");
-        let keyring = Keyring::open(MasterKeys::generate_for_tests(), MasterKeySource::Fixed, keys, 0)
-            .await
-            .expect("open keyring");
-        (Arc::new(store), Arc::new(keyring))
+        let keyring = Arc::new(Keyring::open(master, source, keys, 0).await.expect("open keyring"));
+        let store = SqlStore::connect(&self.url, keyring.clone()).await.expect("open store");
+        (Arc::new(store), keyring)
     }
 
     /// Drops a PostgreSQL test database (SQLite's temp dir goes on drop).

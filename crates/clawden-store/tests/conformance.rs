@@ -6,6 +6,7 @@
 use clawden_core::{Outcome, Principal, SessionId, Tier, UserId};
 use clawden_crypto::{KeyedHasher, TokenHash};
 use clawden_store::testing::TestDb;
+use clawden_store::Backend;
 use clawden_store::*;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ fn new_user(email: &str) -> NewUser {
         instance_name: "My agent".into(),
         now: 1_000,
         invite: None,
+        gateway_token: KeyedHasher::new([7; 32]).hash("gateway", &format!("first-{email}")),
     }
 }
 
@@ -316,6 +318,301 @@ async fn data_keys_are_created_once_destroyed_and_rewrapped() {
         assert_eq!(k1.key(), k2.key());
         assert!(keyring.destroy(owner).await.unwrap());
         assert!(keyring.existing_dek(owner).await.unwrap().is_none());
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+fn secret(s: &str) -> secrecy::SecretString {
+    secrecy::SecretString::from(s.to_owned())
+}
+
+#[tokio::test]
+async fn credentials_are_sealed_listed_by_last4_and_scoped() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, _) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        let ev = || audit("credential.put", AuditChain::Account(a.id), Some(a.id));
+        store.put_credential(&me(&a), "anthropic", &secret("sk-ant-PLANTED-9876"), 5, ev()).await.unwrap();
+        store.put_credential(&me(&a), "anthropic", &secret("sk-ant-REPLACED-4321"), 6, ev()).await.unwrap();
+        let listed = store.credentials(&me(&a)).await.unwrap();
+        assert_eq!(listed, vec![CredentialInfo { name: "anthropic".into(), last4: "4321".into(), updated_at: 6 }]);
+        assert!(store.credentials(&me(&b)).await.unwrap().is_empty(), "{:?}", db.backend);
+        assert!(matches!(store.use_credential(&me(&a), a.id, "anthropic").await, Err(StoreError::Forbidden)));
+        use secrecy::ExposeSecret;
+        let used = store.use_credential(&Principal::System, a.id, "anthropic").await.unwrap().unwrap();
+        assert_eq!(used.expose_secret(), "sk-ant-REPLACED-4321");
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT value FROM credentials").fetch_one(store.pool()).await.unwrap();
+        assert!(!raw.windows(8).any(|w| w == b"REPLACED"), "stored sealed");
+        assert!(!store.delete_credential(&me(&b), "anthropic", audit("x", AuditChain::System, None)).await.unwrap());
+        assert!(store.delete_credential(&me(&a), "anthropic", ev()).await.unwrap());
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn ciphertext_moved_to_another_row_does_not_open() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, _) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        store
+            .put_credential(&me(&a), "openai", &secret("sk-a-secret-value"), 5, audit("p", AuditChain::System, None))
+            .await
+            .unwrap();
+        store
+            .put_credential(&me(&a), "telegram", &secret("tg-a-other-value"), 5, audit("p", AuditChain::System, None))
+            .await
+            .unwrap();
+        store
+            .put_credential(&me(&b), "openai", &secret("sk-b-own-value"), 5, audit("p", AuditChain::System, None))
+            .await
+            .unwrap();
+        // Copy A's sealed value into B's row, and into A's other row.
+        let sealed: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM credentials WHERE user_id = $1 AND name = 'openai'")
+                .bind(a.id.to_string())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        for (user, name) in [(b.id, "openai"), (a.id, "telegram")] {
+            sqlx::query("UPDATE credentials SET value = $1 WHERE user_id = $2 AND name = $3")
+                .bind(sealed.clone())
+                .bind(user.to_string())
+                .bind(name)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        assert!(store.use_credential(&Principal::System, b.id, "openai").await.is_err(), "{:?}", db.backend);
+        assert!(store.use_credential(&Principal::System, a.id, "telegram").await.is_err());
+        assert!(store.use_credential(&Principal::System, a.id, "openai").await.unwrap().is_some());
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_every_value_readable() {
+    use clawden_crypto::MasterKeys;
+    for db in TestDb::all().await {
+        let key_file = db.dir.path().join("master.key");
+        let master = MasterKeys::load_or_create(&key_file).unwrap();
+        let (store, keyring) = db.open_with(master, MasterKeySource::File(key_file.clone())).await;
+        let mut users = Vec::new();
+        for i in 0..5 {
+            let (u, _) = make_user(&store, &format!("u{i}@example.com")).await;
+            store
+                .put_credential(
+                    &me(&u),
+                    "openai",
+                    &secret(&format!("value-{i}")),
+                    5,
+                    audit("p", AuditChain::System, None),
+                )
+                .await
+                .unwrap();
+            users.push(u);
+        }
+        // Rotate: new version in the file (the running keyring notices), re-wrap in batches.
+        let mut master = MasterKeys::load_or_create(&key_file).unwrap();
+        master.add_version();
+        master.save(&key_file).unwrap();
+        let mut rewrapped = 0;
+        loop {
+            let n = keyring.rewrap_batch(2).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            rewrapped += n;
+        }
+        assert_eq!(rewrapped, 6, "5 user keys and the pepper");
+        assert_eq!(keyring.key_store().count_by_version().await.unwrap(), vec![(2, 6)]);
+        master.retire_old();
+        master.save(&key_file).unwrap();
+        store.close().await;
+        // A fresh process with only version 2 reads everything.
+        let (store, keyring2) =
+            db.open_with(MasterKeys::load_or_create(&key_file).unwrap(), MasterKeySource::File(key_file.clone())).await;
+        assert!(keyring2.hasher().hash("x", "y").ct_eq(&keyring.hasher().hash("x", "y")), "same pepper");
+        use secrecy::ExposeSecret;
+        for (i, u) in users.iter().enumerate() {
+            let v = store.use_credential(&Principal::System, u.id, "openai").await.unwrap().unwrap();
+            assert_eq!(v.expose_secret(), format!("value-{i}"), "{:?}", db.backend);
+        }
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn deleted_users_backup_rows_do_not_open() {
+    for db in TestDb::all().await {
+        let key_file = db.dir.path().join("master.key");
+        let master = clawden_crypto::MasterKeys::load_or_create(&key_file).unwrap();
+        let (store, keyring) = db.open_with(master.clone(), MasterKeySource::File(key_file.clone())).await;
+        let (gone, _) = make_user(&store, "gone@example.com").await;
+        let (stays, _) = make_user(&store, "stays@example.com").await;
+        for u in [&gone, &stays] {
+            store
+                .put_credential(&me(u), "openai", &secret("sk-backup-test"), 5, audit("p", AuditChain::System, None))
+                .await
+                .unwrap();
+            store.totp_begin(&me(u), b"01234567890123456789", 5).await.unwrap();
+        }
+        // Back up the data (not the key store), then delete the account.
+        let backup_url = backup(&db, &store, &keyring).await;
+        // (PostgreSQL copies need every connection closed: open again.)
+        let (store, _) = db.open_with(master.clone(), MasterKeySource::File(key_file.clone())).await;
+        store
+            .delete_user(&me(&gone), gone.id, audit("account.delete", AuditChain::Account(gone.id), Some(gone.id)))
+            .await
+            .unwrap();
+        assert!(store.user(&Principal::System, gone.id).await.unwrap().is_none());
+        store.close().await;
+        // Restore the backup beside the current key store: the deleted user's rows are back,
+        // but their key is not, so nothing of theirs opens; everyone else is fine.
+        let keys = KeyStore::connect(&db.keys_url).await.unwrap();
+        let keyring = Arc::new(Keyring::open(master, MasterKeySource::File(key_file), keys, 0).await.unwrap());
+        let restored = SqlStore::connect(&backup_url, keyring).await.unwrap();
+        assert!(restored.user(&Principal::System, gone.id).await.unwrap().is_some(), "the rows are in the backup");
+        assert!(matches!(
+            restored.use_credential(&Principal::System, gone.id, "openai").await,
+            Err(StoreError::KeyDestroyed)
+        ));
+        assert!(matches!(restored.totp_state(&Principal::System, gone.id).await, Err(StoreError::KeyDestroyed)));
+        assert!(
+            restored.use_credential(&Principal::System, stays.id, "openai").await.unwrap().is_some(),
+            "{:?}",
+            db.backend
+        );
+        restored.close().await;
+        drop_backup(&db, &backup_url).await;
+        db.cleanup().await;
+    }
+}
+
+/// A copy of the data database as a backup would hold it.
+async fn backup(db: &TestDb, store: &SqlStore, keyring: &Keyring) -> String {
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.dir.path().join("backup.db");
+            sqlx::query(&format!("VACUUM INTO '{}'", path.display())).execute(store.pool()).await.unwrap();
+            store.close().await;
+            keyring.key_store().close().await;
+            clawden_store::sqlite_url(&path)
+        }
+        Backend::Postgres => {
+            let name = format!("clawden_b_{}", uuid::Uuid::new_v4().simple());
+            let source = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+            store.close().await;
+            keyring.key_store().close().await;
+            let admin = clawden_store::testing::postgres_url().unwrap();
+            let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {source}")).execute(&pool).await.unwrap();
+            pool.close().await;
+            clawden_store::testing::replace_db_name(&db.url, &name)
+        }
+    }
+}
+
+async fn drop_backup(db: &TestDb, url: &str) {
+    if db.backend == Backend::Postgres {
+        let name = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+        let admin = clawden_store::testing::postgres_url().unwrap();
+        let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn totp_steps_are_accepted_once_and_in_order() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, _) = make_user(&store, "a@example.com").await;
+        store.totp_begin(&me(&a), b"01234567890123456789", 5).await.unwrap();
+        let state = store.totp_state(&me(&a), a.id).await.unwrap().unwrap();
+        assert!(!state.enabled);
+        assert_eq!(state.secret.as_slice(), b"01234567890123456789");
+        let codes = vec![hash(50), hash(51)];
+        assert!(store
+            .totp_enable(&me(&a), 100, &codes, audit("auth.totp.enable", AuditChain::Account(a.id), Some(a.id)))
+            .await
+            .unwrap());
+        assert!(matches!(store.totp_begin(&me(&a), b"another-secret-bytes", 6).await, Err(StoreError::Forbidden)));
+        assert!(!store.totp_accept_step(&Principal::System, a.id, 100).await.unwrap(), "the enabling step is spent");
+        assert!(store.totp_accept_step(&Principal::System, a.id, 101).await.unwrap());
+        assert!(!store.totp_accept_step(&Principal::System, a.id, 101).await.unwrap(), "replay refused");
+        assert!(!store.totp_accept_step(&Principal::System, a.id, 99).await.unwrap(), "older refused");
+        assert!(store.use_recovery_code(&Principal::System, a.id, &hash(50), 7).await.unwrap());
+        assert!(!store.use_recovery_code(&Principal::System, a.id, &hash(50), 8).await.unwrap(), "single use");
+        assert!(store.totp_state(&Principal::User { user: UserId::new() }, a.id).await.is_err());
+        store.totp_disable(&me(&a), audit("auth.totp.disable", AuditChain::Account(a.id), Some(a.id))).await.unwrap();
+        assert!(store.totp_state(&me(&a), a.id).await.unwrap().is_none());
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn gateway_tokens_overlap_once_and_only_owners_rotate() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, inst) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        let first = KeyedHasher::new([7; 32]).hash("gateway", "first-a@example.com");
+        assert!(store.gateway_token_by_hash(&Principal::System, &first, 2_000).await.unwrap().is_some());
+        let ev = || audit("gateway_token.rotate", AuditChain::Instance(inst.id), Some(a.id));
+        assert!(matches!(
+            store.rotate_gateway_token(&me(&b), inst.id, &hash(1), 2_000, 3_000, ev()).await,
+            Err(StoreError::Forbidden)
+        ));
+        store.rotate_gateway_token(&me(&a), inst.id, &hash(1), 2_000, 3_000, ev()).await.unwrap();
+        let (found, owner) = store.gateway_token_by_hash(&Principal::System, &first, 2_999).await.unwrap().unwrap();
+        assert_eq!((found, owner.id), (inst.id, a.id));
+        assert!(
+            store.gateway_token_by_hash(&Principal::System, &first, 3_000).await.unwrap().is_none(),
+            "overlap over"
+        );
+        // A second rotation inside the window ends the oldest token at once.
+        store.rotate_gateway_token(&me(&a), inst.id, &hash(2), 2_100, 3_100, ev()).await.unwrap();
+        assert!(store.gateway_token_by_hash(&Principal::System, &first, 2_100).await.unwrap().is_none());
+        assert!(store.gateway_token_by_hash(&Principal::System, &hash(1), 2_100).await.unwrap().is_some());
+        assert!(store.gateway_token_by_hash(&Principal::System, &hash(2), 9_999).await.unwrap().is_some());
+        let due = store.gateway_tokens_due(&Principal::System, 2_050, 10).await.unwrap();
+        assert!(!due.contains(&inst.id) && due.len() == 1, "only b's first token is older: {due:?}");
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_scoped_to_their_owner() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, _) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        let key = store
+            .create_api_key(
+                &me(&a),
+                NewApiKey { name: "laptop".into(), prefix: "cd_abc".into(), key_hash: hash(9), now: 1 },
+                audit("api_key.create", AuditChain::Account(a.id), Some(a.id)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.api_keys(&me(&a)).await.unwrap().len(), 1);
+        assert!(store.api_keys(&me(&b)).await.unwrap().is_empty());
+        assert!(!store.delete_api_key(&me(&b), key.id, audit("x", AuditChain::System, None)).await.unwrap());
+        let (found, user) = store.api_key_by_hash(&Principal::System, &hash(9)).await.unwrap().unwrap();
+        assert_eq!((found.id, user.id), (key.id, a.id));
+        assert!(store.api_key_by_hash(&me(&a), &hash(9)).await.is_err());
+        store.touch_api_key(&Principal::System, key.id, 77).await.unwrap();
+        assert_eq!(store.api_keys(&me(&a)).await.unwrap()[0].last_used_at, Some(77));
+        assert!(store.delete_api_key(&me(&a), key.id, audit("x", AuditChain::System, None)).await.unwrap());
+        assert!(store.api_key_by_hash(&Principal::System, &hash(9)).await.unwrap().is_none());
         store.close().await;
         db.cleanup().await;
     }

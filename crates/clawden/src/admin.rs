@@ -97,6 +97,10 @@ pub async fn run_admin(cmd: &AdminCommand, settings: Settings) -> anyhow::Result
                 instance_name: "My agent".into(),
                 now,
                 invite: None,
+                gateway_token: keyring.hasher().hash(
+                    clawden_server::auth::GATEWAY_DOMAIN,
+                    PlainToken::generate(clawden_server::auth::GATEWAY_PREFIX).expose(),
+                ),
             };
             let (user, instance) =
                 store.create_user(&Principal::System, new, operator_event("admin.user.create", String::new())).await?;

@@ -78,7 +78,10 @@ impl Cli {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(clawden_server::redact::Redacting(std::io::stderr))
+        .init();
 }
 
 async fn shutdown_signal() {

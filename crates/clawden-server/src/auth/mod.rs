@@ -25,11 +25,24 @@ pub const SESSION_DOMAIN: &str = "session";
 /// Only write `last_seen_at` when it is older than this, so reads stay reads.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// Prefix of API keys.
+pub const API_KEY_PREFIX: &str = "cd_";
+/// Hash domain of API keys.
+pub const API_KEY_DOMAIN: &str = "api_key";
+/// Prefix of gateway tokens.
+pub const GATEWAY_PREFIX: &str = "cdg_";
+/// Hash domain of gateway tokens.
+pub const GATEWAY_DOMAIN: &str = "gateway";
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone)]
 pub enum Via {
     /// A browser session cookie.
     Session(Session),
+    /// An API key (`Authorization: Bearer cd_…`).
+    ApiKey(clawden_store::ApiKey),
+    /// An instance's gateway token: acts as the instance owner, on the chat routes only.
+    Gateway(clawden_core::InstanceId),
 }
 
 /// An authenticated caller.
@@ -53,6 +66,15 @@ impl Auth {
     pub fn session(&self) -> Option<&Session> {
         match &self.via {
             Via::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The instance a gateway token is bound to.
+    pub fn gateway_instance(&self) -> Option<clawden_core::InstanceId> {
+        match &self.via {
+            Via::Gateway(i) => Some(*i),
+            _ => None,
         }
     }
 
@@ -125,8 +147,75 @@ pub async fn resolve(State(state): State<AppState>, req: Request, next: Next) ->
     }
 }
 
+/// Where a gateway token is accepted: the OpenAI-compatible routes and the WebSocket.
+pub fn gateway_route(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/api/v1/ws"
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn bad_bearer() -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_token", "the bearer credential is not valid here")
+}
+
+/// Resolves `Authorization: Bearer …`: an API key anywhere, a gateway token on the chat
+/// routes only. Failures count against the client address and lock it out with backoff.
+async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: ClientIp) -> Result<Request, ApiError> {
+    let now = state.now();
+    let key = ip.0.to_string();
+    state.limits.bearer_ip.check(&key, now).map_err(ApiError::rate_limited)?;
+    let hasher = state.keyring.hasher();
+    let found = if token.starts_with(API_KEY_PREFIX) && token.len() <= 128 {
+        let hash = hasher.hash(API_KEY_DOMAIN, &token);
+        match state.store.api_key_by_hash(&Principal::System, &hash).await? {
+            Some((api_key, user)) if !user.disabled => {
+                if api_key.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
+                    state.store.touch_api_key(&Principal::System, api_key.id, now).await?;
+                }
+                Some(Auth { user, via: Via::ApiKey(api_key), ip })
+            }
+            _ => None,
+        }
+    } else if token.starts_with(GATEWAY_PREFIX) && token.len() <= 128 && gateway_route(req.uri().path()) {
+        let hash = hasher.hash(GATEWAY_DOMAIN, &token);
+        match state.store.gateway_token_by_hash(&Principal::System, &hash, now).await? {
+            Some((instance, owner)) if !owner.disabled => Some(Auth { user: owner, via: Via::Gateway(instance), ip }),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match found {
+        Some(auth) => {
+            req.extensions_mut().insert(auth);
+            Ok(req)
+        }
+        None => {
+            state.limits.bearer_ip.fail(&key, now);
+            crate::audit::record_failure(
+                state,
+                ip,
+                clawden_store::AuditChain::System,
+                None,
+                "auth.bearer",
+                req.uri().path().chars().take(200).collect(),
+            )
+            .await;
+            Err(bad_bearer())
+        }
+    }
+}
+
 async fn resolve_inner(state: &AppState, mut req: Request) -> Result<Request, ApiError> {
     let ip = req.extensions().get::<ClientIp>().copied().ok_or_else(|| ApiError::internal("client ip missing"))?;
+    if let Some(token) = bearer(&req).map(str::to_owned) {
+        // Bearer credentials are not sent by browsers on their own, so they need no CSRF token.
+        return resolve_bearer(state, req, token, ip).await;
+    }
     if !is_safe(req.method()) {
         csrf::check_origin(&req)?;
     }

@@ -72,6 +72,8 @@ fn login_form(error: Option<&str>, email: &str) -> Markup {
                     input #email type="email" name="email" autocomplete="username" required value=(email);
                     label for="password" { "Password" }
                     input #password type="password" name="password" autocomplete="current-password" required;
+                    label for="totp_code" { "Two-factor code " span.hint { "(if you turned it on)" } }
+                    input #totp_code type="text" name="totp_code" inputmode="numeric" autocomplete="one-time-code";
                     button type="submit" { "Sign in" }
                 }
                 p.hint { "No account yet? " a href="/signup" { "Create one" } "." }
@@ -134,6 +136,8 @@ async fn login_page(MaybeAuthed(auth): MaybeAuthed) -> Response {
 struct LoginForm {
     email: String,
     password: SecretString,
+    #[serde(default)]
+    totp_code: Option<String>,
 }
 
 async fn login_submit(
@@ -145,7 +149,8 @@ async fn login_submit(
     let Ok(Form(form)) = form else {
         return render(StatusCode::BAD_REQUEST, login_form(Some("Fill in your email and password."), ""));
     };
-    match accounts::login(&state, ip, &form.email, form.password, accounts::user_agent(&headers)).await {
+    let ua = accounts::user_agent(&headers);
+    match accounts::login(&state, ip, &form.email, form.password, form.totp_code.as_deref(), ua).await {
         Ok(login) => signed_in_redirect(&state, &login),
         Err(err) => error_page(err, |msg| login_form(Some(msg), &form.email)),
     }

@@ -31,7 +31,6 @@ pub struct LoginRequest {
     password: SecretString,
     /// The current 2FA code, when 2FA is on.
     #[serde(default)]
-    #[allow(dead_code)]
     totp_code: Option<String>,
 }
 
@@ -91,7 +90,8 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let login = accounts::login(&state, ip, &req.email, req.password, accounts::user_agent(&headers)).await?;
+    let ua = accounts::user_agent(&headers);
+    let login = accounts::login(&state, ip, &req.email, req.password, req.totp_code.as_deref(), ua).await?;
     login_response(&state, StatusCode::OK, login).await
 }
 

@@ -2,9 +2,12 @@
 //! the server serves is generated from the same code that routes requests.
 
 pub mod auth;
+pub mod gateway;
 pub mod health;
 pub mod invites;
+pub mod keys;
 pub mod me;
+pub mod totp;
 
 use crate::state::AppState;
 use utoipa::OpenApi;
@@ -31,5 +34,14 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(me::list_sessions))
         .routes(routes!(me::revoke_session))
         .routes(routes!(invites::redeem))
+        .routes(routes!(keys::create_api_key, keys::list_api_keys))
+        .routes(routes!(keys::delete_api_key))
+        .routes(routes!(keys::list_credentials))
+        .routes(routes!(keys::put_credential, keys::delete_credential))
+        .routes(routes!(totp::setup))
+        .routes(routes!(totp::enable))
+        .routes(routes!(totp::disable))
+        .routes(routes!(gateway::rotate))
+        .routes(routes!(gateway::models))
         .split_for_parts()
 }

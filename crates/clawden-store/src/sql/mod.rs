@@ -5,8 +5,11 @@
 //! connection setup, migrations, and how a write transaction starts — lives here.
 
 mod audit;
+mod gateway;
 mod invites;
+mod secrets;
 mod sessions;
+mod totp;
 mod users;
 
 use crate::{Store, StoreError, StoreResult};
@@ -52,6 +55,9 @@ pub struct SqlStore {
     /// SQLite allows one writer at a time; taking this lock before a write transaction
     /// serialises writers inside the process instead of letting them fail with `BUSY`.
     write_lock: Arc<Mutex<()>>,
+    /// Seals and opens values under their owner's data key, inside the store, so no caller
+    /// can forget to.
+    keyring: Arc<crate::Keyring>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -110,13 +116,13 @@ pub fn sqlite_url(path: &Path) -> String {
 
 impl SqlStore {
     /// Connects and runs the migrations of the URL's backend.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, keyring: Arc<crate::Keyring>) -> StoreResult<Self> {
         let (pool, backend) = open_pool(url, 16).await?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())) })
+        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())), keyring })
     }
 
     /// The backend in use.
@@ -137,6 +143,39 @@ impl SqlStore {
         };
         let tx = self.pool.begin().await?;
         Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Arc<crate::Keyring> {
+        &self.keyring
+    }
+
+    /// Seals `plaintext` for `table.column` of row `row` under `owner`'s data key.
+    pub(crate) async fn seal(
+        &self,
+        owner: crate::KeyOwner,
+        table: &str,
+        column: &str,
+        row: &str,
+        plaintext: &[u8],
+        now: i64,
+    ) -> StoreResult<Vec<u8>> {
+        let dek = self.keyring.dek(owner, now).await?;
+        Ok(dek.seal(plaintext, &clawden_crypto::Aad::new(table, column, row, &owner.name())))
+    }
+
+    /// Opens a value sealed by [`Self::seal`]; fails if the owner's key was destroyed.
+    pub(crate) async fn open(
+        &self,
+        owner: crate::KeyOwner,
+        table: &str,
+        column: &str,
+        row: &str,
+        sealed: &[u8],
+    ) -> StoreResult<zeroize::Zeroizing<Vec<u8>>> {
+        let dek = self.keyring.existing_dek(owner).await?.ok_or(StoreError::KeyDestroyed)?;
+        dek.open(sealed, &clawden_crypto::Aad::new(table, column, row, &owner.name()))
+            .map_err(|e| StoreError::Crypto(e.into()))
     }
 
     /// Closes every connection.

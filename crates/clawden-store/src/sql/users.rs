@@ -76,6 +76,13 @@ impl UserStore for SqlStore {
             .bind(new.now)
             .execute(&mut *tx.tx)
             .await?;
+        sqlx::query("INSERT INTO gateway_tokens (id, instance_id, token_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(instance.id.to_string())
+            .bind(new.gateway_token.0.to_vec())
+            .bind(new.now)
+            .execute(&mut *tx.tx)
+            .await?;
         let mut audit = audit;
         if audit.actor.is_none() && matches!(audit.chain, crate::AuditChain::System) {
             audit.chain = crate::AuditChain::Account(user.id);
@@ -168,6 +175,50 @@ impl UserStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn role_in(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<Role>> {
+        let Some(user) = by.user_id() else { return Ok(None) };
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
+                .bind(instance.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
+    }
+
+    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<()> {
+        if !may_read_user(by, user) {
+            return Err(StoreError::Forbidden);
+        }
+        let mut tx = self.begin(by).await?;
+        // Instances where this user is the only owner go with them.
+        let sole: Vec<String> = sqlx::query_scalar(
+            "SELECT m.instance_id FROM members m WHERE m.user_id = $1 AND m.role = 'owner'
+             AND NOT EXISTS (SELECT 1 FROM members o WHERE o.instance_id = m.instance_id
+                             AND o.role = 'owner' AND o.user_id <> $1)",
+        )
+        .bind(user.to_string())
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        for instance in &sole {
+            sqlx::query("DELETE FROM instances WHERE id = $1").bind(instance).execute(&mut *tx.tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(user.to_string()).execute(&mut *tx.tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx.tx, &audit).await?;
+        tx.commit().await?;
+        // Crypto-shredding: with the keys gone, the rows in every older backup stay sealed.
+        self.keyring.destroy(crate::KeyOwner::User(user)).await?;
+        for instance in sole {
+            if let Ok(id) = instance.parse::<InstanceId>() {
+                self.keyring.destroy(crate::KeyOwner::Instance(id)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn set_tier(&self, by: &Principal, user: UserId, tier: Tier, audit: AuditEvent) -> StoreResult<()> {

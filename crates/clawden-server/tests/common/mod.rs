@@ -15,6 +15,8 @@ pub struct TestApp {
     pub clock: FixedClock,
     pub state: AppState,
     pub data_dir: tempfile::TempDir,
+    pub db_url: String,
+    db_dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     db: Option<TestDb>,
@@ -50,7 +52,19 @@ impl TestApp {
                 .await
                 .expect("server runs");
         });
-        Self { url, clock, state, data_dir, stop: Some(stop), task: Some(task), db: Some(db) }
+        let (db_url, db_dir) = (db.url.clone(), db.dir.path().to_owned());
+        Self { url, clock, state, data_dir, db_url, db_dir, stop: Some(stop), task: Some(task), db: Some(db) }
+    }
+
+    /// The directory of the SQLite database files (empty on PostgreSQL).
+    pub fn db_dir(&self) -> &std::path::Path {
+        &self.db_dir
+    }
+
+    /// A raw connection to the data database, as a backup or a curious operator would read it.
+    pub async fn raw_pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.db_url).await.expect("raw pool")
     }
 
     pub fn client(&self) -> reqwest::Client {

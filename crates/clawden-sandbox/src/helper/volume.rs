@@ -87,7 +87,9 @@ fn is_mount_point(dir: &Path) -> bool {
     me.dev() != parent.dev()
 }
 
-fn attach_loop(image: &fs::File) -> io::Result<String> {
+/// Returns the device path and an open descriptor of it: with `LO_FLAGS_AUTOCLEAR` the device
+/// detaches when its last descriptor closes unless it is mounted, so keep it until the mount.
+fn attach_loop(image: &fs::File) -> io::Result<(String, fs::File)> {
     let control = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -108,7 +110,7 @@ fn attach_loop(image: &fs::File) -> io::Result<String> {
         // kernel's layout.
         let ret = unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_CONFIGURE, &config) };
         if ret == 0 {
-            return Ok(dev);
+            return Ok((dev, loopdev));
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EBUSY) {
@@ -128,7 +130,7 @@ pub(crate) fn mount_image(image: &Path, target: &Path) -> io::Result<()> {
         unmount(target)?;
     }
     let file = fs::OpenOptions::new().read(true).write(true).open(image)?;
-    let dev = attach_loop(&file)?;
+    let (dev, loopdev) = attach_loop(&file)?;
     drop(file);
     let dev_c = CString::new(dev.as_bytes()).map_err(io::Error::other)?;
     let target_c = CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -145,15 +147,11 @@ pub(crate) fn mount_image(image: &Path, target: &Path) -> io::Result<()> {
     };
     if ret < 0 {
         let err = io::Error::last_os_error();
-        // Detach the device we attached: AUTOCLEAR only acts after a mount.
-        if let Ok(l) = fs::File::open(&dev) {
-            // SAFETY: LOOP_CLR_FD takes no argument.
-            unsafe {
-                libc::ioctl(l.as_raw_fd(), 0x4C01);
-            }
-        }
+        // Closing our descriptor detaches the unmounted device (AUTOCLEAR).
+        drop(loopdev);
         return Err(err);
     }
+    drop(loopdev);
     let lost = target.join("lost+found");
     if lost.exists() {
         // Owned by host root, so it would show up as an unwritable directory in the workspace.

@@ -33,8 +33,14 @@ fn components(path: &Path) -> Result<Vec<&std::ffi::OsStr>> {
 }
 
 fn open_at(dir: &OwnedFd, name: &Path, flags: OFlag, mode: Mode, path: &Path) -> Result<OwnedFd> {
+    // openat2 refuses O_PATH with anything but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
+    let extra = if flags.contains(OFlag::O_PATH) {
+        OFlag::O_CLOEXEC
+    } else {
+        OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+    };
     let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .flags(flags | extra)
         .mode(mode)
         .resolve(resolve_flags());
     match openat2(dir.as_raw_fd(), name, how) {

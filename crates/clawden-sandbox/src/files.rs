@@ -3,9 +3,9 @@
 //! cannot hang the server.
 
 use crate::error::{Error, Result};
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
-use nix::fcntl::AtFlags;
 use nix::unistd::{fchown, fchownat, Gid, Uid};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -76,7 +76,13 @@ fn require_regular(fd: &OwnedFd, path: &Path) -> Result<u64> {
 pub(crate) fn read_beneath(root: &Path, path: &Path, max: u64) -> Result<Vec<u8>> {
     components(path)?;
     let dir = open_root(root)?;
-    let fd = open_at(&dir, path, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty(), path)?;
+    let fd = open_at(
+        &dir,
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+        path,
+    )?;
     let size = require_regular(&fd, path)?;
     if size > max {
         return Err(Error::FileTooLarge { limit: max });
@@ -94,7 +100,13 @@ pub(crate) fn read_beneath(root: &Path, path: &Path, max: u64) -> Result<Vec<u8>
 
 /// Writes `path` (relative to the workspace root), creating missing parent directories; new
 /// files and directories belong to the sandbox's root (`uid`, `gid` on the host).
-pub(crate) fn write_beneath(root: &Path, path: &Path, data: &[u8], uid: u32, gid: u32) -> Result<()> {
+pub(crate) fn write_beneath(
+    root: &Path,
+    path: &Path,
+    data: &[u8],
+    uid: u32,
+    gid: u32,
+) -> Result<()> {
     let names = components(path)?;
     let Some((last, parents)) = names.split_last() else {
         return Err(Error::PathOutsideWorkspace(path.to_path_buf()));
@@ -107,16 +119,23 @@ pub(crate) fn write_beneath(root: &Path, path: &Path, data: &[u8], uid: u32, gid
         let next = match open_at(&dir, name, flags, Mode::empty(), path) {
             Ok(fd) => fd,
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
-                mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755))
-                    .map_err(|e| Error::Io {
+                mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755)).map_err(
+                    |e| Error::Io {
                         context: "creating a workspace directory",
                         source: e.into(),
-                    })?;
-                fchownat(Some(dir.as_raw_fd()), name, owner.0, owner.1, AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::Io {
-                        context: "creating a workspace directory",
-                        source: e.into(),
-                    })?;
+                    },
+                )?;
+                fchownat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    owner.0,
+                    owner.1,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| Error::Io {
+                    context: "creating a workspace directory",
+                    source: e.into(),
+                })?;
                 open_at(&dir, name, flags, Mode::empty(), path)?
             }
             Err(e) => return Err(e),
@@ -124,14 +143,22 @@ pub(crate) fn write_beneath(root: &Path, path: &Path, data: &[u8], uid: u32, gid
         dir = next;
     }
     let how_flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
-    let fd = open_at(&dir, Path::new(last), how_flags, Mode::from_bits_truncate(0o644), path)?;
+    let fd = open_at(
+        &dir,
+        Path::new(last),
+        how_flags,
+        Mode::from_bits_truncate(0o644),
+        path,
+    )?;
     require_regular(&fd, path)?;
     fchown(fd.as_raw_fd(), owner.0, owner.1).map_err(|e| Error::Io {
         context: "writing a workspace file",
         source: e.into(),
     })?;
     let mut file = File::from(fd);
-    file.set_len(0).map_err(Error::io("writing a workspace file"))?;
-    file.write_all(data).map_err(Error::io("writing a workspace file"))?;
+    file.set_len(0)
+        .map_err(Error::io("writing a workspace file"))?;
+    file.write_all(data)
+        .map_err(Error::io("writing a workspace file"))?;
     Ok(())
 }

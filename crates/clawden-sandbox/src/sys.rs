@@ -81,7 +81,14 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<(
 pub(crate) fn close_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range only closes descriptors; callers own no `OwnedFd` at or above `first`
     // that they use afterwards (each caller documents this).
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -222,7 +229,11 @@ pub(crate) fn exit_now(code: i32) -> ! {
 }
 
 /// `execve(2)`; returns only on failure.
-pub(crate) fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+pub(crate) fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
     // SAFETY: `argv` and `envp` are null-terminated arrays of pointers to C strings that the
     // caller keeps alive across the call (see `helper::command::Prepared`).
     unsafe {
@@ -241,7 +252,10 @@ pub(crate) fn is_single_threaded() -> bool {
 
 /// Waits until one of `fds` is readable (or hung up), or `timeout_ms` passes (`None`: forever).
 /// Returns the readiness flags of each descriptor; all zero on timeout.
-pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: Option<u64>) -> io::Result<Vec<libc::c_short>> {
+pub(crate) fn poll_readable(
+    fds: &[RawFd],
+    timeout_ms: Option<u64>,
+) -> io::Result<Vec<libc::c_short>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {

@@ -33,7 +33,7 @@ fn enable_v2_controllers(dir: &Path) {
     }
 }
 
-/// Creates the sandbox's cgroups and writes its limits.
+/// Creates the sandbox's cgroups (or reuses them from an earlier start) and writes its limits.
 pub(crate) fn create(plan: &SandboxPlan) -> io::Result<()> {
     for c in &plan.cgroups {
         if c.controller.is_none() {
@@ -55,7 +55,11 @@ pub(crate) fn create(plan: &SandboxPlan) -> io::Result<()> {
                 write_in(&c.dir, "cpu.max", &format!("{cpu_quota} {CPU_PERIOD_US}"))?;
             }
             Some("memory") => {
-                write_in(&c.dir, "memory.limit_in_bytes", &plan.memory_bytes.to_string())?;
+                write_in(
+                    &c.dir,
+                    "memory.limit_in_bytes",
+                    &plan.memory_bytes.to_string(),
+                )?;
                 let memsw = c.dir.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
                     write_file(&memsw, &(plan.memory_bytes + plan.swap_bytes).to_string())?;
@@ -76,12 +80,18 @@ pub(crate) fn create(plan: &SandboxPlan) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves process `pid` (0: the caller) into every cgroup of the sandbox.
-pub(crate) fn join(dirs: &[CgroupDir], pid: libc::pid_t) -> io::Result<()> {
-    let pid = if pid == 0 { std::process::id() as libc::pid_t } else { pid };
-    let value = pid.to_string();
+/// Moves the calling (single-threaded) process into every cgroup of the sandbox.
+///
+/// On cgroup v1 it writes `0` to `tasks`: moving only the calling thread lets the kernel skip
+/// the global threadgroup lock, whose first writer waits for an RCU grace period (milliseconds).
+pub(crate) fn join_self(dirs: &[CgroupDir]) -> io::Result<()> {
     for c in dirs {
-        write_in(&c.dir, "cgroup.procs", &value)?;
+        let file = if c.controller.is_some() {
+            "tasks"
+        } else {
+            "cgroup.procs"
+        };
+        write_in(&c.dir, file, "0")?;
     }
     Ok(())
 }
@@ -90,7 +100,10 @@ pub(crate) fn join(dirs: &[CgroupDir], pid: libc::pid_t) -> io::Result<()> {
 /// sandbox hits its memory limit, so that the monitor can kill the whole sandbox (v1 has no
 /// `memory.oom.group`).
 pub(crate) fn oom_events_v1(dirs: &[CgroupDir]) -> io::Result<Option<OwnedFd>> {
-    let Some(mem) = dirs.iter().find(|c| c.controller.as_deref() == Some("memory")) else {
+    let Some(mem) = dirs
+        .iter()
+        .find(|c| c.controller.as_deref() == Some("memory"))
+    else {
         return Ok(None);
     };
     let control = fs::File::open(mem.dir.join("memory.oom_control"))?;

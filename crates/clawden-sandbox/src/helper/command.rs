@@ -28,7 +28,11 @@ fn resolve(name: &[u8], path_var: &[u8]) -> Vec<u8> {
         return name.to_vec();
     }
     for dir in path_var.split(|&b| b == b':') {
-        let mut candidate = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+        let mut candidate = if dir.is_empty() {
+            b".".to_vec()
+        } else {
+            dir.to_vec()
+        };
         candidate.push(b'/');
         candidate.extend_from_slice(name);
         let p = Path::new(std::ffi::OsStr::from_bytes(&candidate));
@@ -87,7 +91,11 @@ impl Prepared {
         sys::write_stderr(b": ");
         sys::write_stderr(err.to_string().as_bytes());
         sys::write_stderr(b"\n");
-        let code = if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
+        let code = if err.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        };
         sys::exit_now(code)
     }
 }

@@ -21,7 +21,11 @@ pub(crate) struct ProcessLimits {
 }
 
 fn set_rlimits(limits: ProcessLimits) -> io::Result<()> {
-    setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+    setrlimit(
+        Resource::RLIMIT_NOFILE,
+        limits.open_files,
+        limits.open_files,
+    )?;
     // Counted per user namespace, so this is a second fence behind the pids cgroup.
     setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;

@@ -29,10 +29,12 @@ fn enter(parsed: &Parsed) -> io::Result<()> {
         .map_err(|e| ctx("finding the sandbox", e))?
         .ino();
     if ino != target.userns_ino {
-        return Err(io::Error::other("the sandbox is gone (user namespace changed)"));
+        return Err(io::Error::other(
+            "the sandbox is gone (user namespace changed)",
+        ));
     }
     sys::pidfd_signal(&pidfd, 0).map_err(|e| ctx("finding the sandbox", e))?;
-    cgroup::join(&target.cgroups, 0).map_err(|e| ctx("joining the cgroups", e))?;
+    cgroup::join_self(&target.cgroups).map_err(|e| ctx("joining the cgroups", e))?;
     let all = CloneFlags::CLONE_NEWUSER
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWNET
@@ -73,7 +75,11 @@ fn liveness_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The command: first process of the waiter's PID namespace. Never returns.
-fn command_process(parsed: &Parsed, prepared: &command::Prepared, filter: &seccompiler::BpfProgram) -> ! {
+fn command_process(
+    parsed: &Parsed,
+    prepared: &command::Prepared,
+    filter: &seccompiler::BpfProgram,
+) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         sys::write_stderr(format!("clawden-sandbox: {what}: {e}\n").as_bytes());
         sys::exit_now(crate::EXIT_SANDBOX_FAILURE)

@@ -1,7 +1,7 @@
 //! The helper: the single-threaded process the library re-executes to build and enter
 //! sandboxes. The async server never forks; it spawns `<helper> __sandbox-init MODE ARGS…`.
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod command;
 mod confine;
 mod enter;
@@ -24,13 +24,12 @@ pub const HELPER_SUBCOMMAND: &str = "__sandbox-init";
 /// refuses to run otherwise):
 ///
 /// ```no_run
-/// fn main() {
-///     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-///     if args.get(1).is_some_and(|a| a == clawden_sandbox::HELPER_SUBCOMMAND) {
-///         std::process::exit(clawden_sandbox::helper_main(&args[2..]));
-///     }
-///     // … the normal program …
+/// // First thing in `main`:
+/// let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+/// if args.get(1).is_some_and(|a| a == clawden_sandbox::HELPER_SUBCOMMAND) {
+///     std::process::exit(clawden_sandbox::helper_main(&args[2..]));
 /// }
+/// // … the normal program …
 /// ```
 ///
 /// Modes (the library writes the arguments; nobody needs to type them):

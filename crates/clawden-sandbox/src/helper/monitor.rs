@@ -47,49 +47,73 @@ fn write_id_maps(pid: libc::pid_t, plan: &SandboxPlan) -> io::Result<()> {
     if plan.unprivileged {
         fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
     }
-    fs::write(format!("/proc/{pid}/uid_map"), format!("0 {} {count}\n", plan.host_uid))?;
-    fs::write(format!("/proc/{pid}/gid_map"), format!("0 {} {count}\n", plan.host_gid))?;
+    fs::write(
+        format!("/proc/{pid}/uid_map"),
+        format!("0 {} {count}\n", plan.host_uid),
+    )?;
+    fs::write(
+        format!("/proc/{pid}/gid_map"),
+        format!("0 {} {count}\n", plan.host_gid),
+    )?;
     Ok(())
 }
 
 /// Inside the new namespaces: become root of the user namespace and build the file system.
-fn setup_inside(plan: &SandboxPlan, go: OwnedFd) -> io::Result<()> {
+fn setup_inside(plan: &SandboxPlan, go: &mut fs::File, workspace: fs::File) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    let mut byte = [0u8; 1];
-    let mut go = fs::File::from(go);
-    if go.read(&mut byte)? != 1 {
-        return Err(io::Error::other("monitor went away"));
-    }
+    await_monitor(go)?;
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))?;
     if !plan.unprivileged {
         nix::unistd::setgroups(&[])?;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)?;
-    rootfs::build(plan)?;
+    rootfs::build(plan, workspace)?;
     nix::unistd::sethostname(&plan.hostname)?;
     sys::loopback_up()?;
     nix::unistd::setsid()?;
     Ok(())
 }
 
+/// Waits for the next step of the monitor (one byte on the `go` pipe); end of file means the
+/// monitor failed or died.
+fn await_monitor(go: &mut fs::File) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    if go.read(&mut byte)? != 1 {
+        return Err(io::Error::other("monitor went away"));
+    }
+    Ok(())
+}
+
 fn limits_of(plan: &SandboxPlan, cmd: &CommandPlan) -> confine::ProcessLimits {
     confine::ProcessLimits {
         open_files: cmd.open_files.max(64),
-        processes: u64::from(if cmd.pids > 0 { cmd.pids } else { plan.pids.max(1) }),
+        processes: u64::from(if cmd.pids > 0 {
+            cmd.pids
+        } else {
+            plan.pids.max(1)
+        }),
     }
 }
 
 /// The sandbox's first process. Never returns.
-fn child(parsed: &Parsed, mode: &Mode<'_>, go: OwnedFd, report: OwnedFd, filter: &BpfProgram) -> ! {
+fn child(
+    parsed: &Parsed,
+    mode: &Mode<'_>,
+    go: OwnedFd,
+    report: OwnedFd,
+    workspace: fs::File,
+    filter: &BpfProgram,
+) -> ! {
     let mut report = fs::File::from(report);
     let fail = |report: &mut fs::File, what: &str, e: &dyn std::fmt::Display| -> ! {
         let _ = write!(report, "{what}: {e}");
         sys::exit_now(crate::EXIT_SANDBOX_FAILURE)
     };
-    if let Err(e) = setup_inside(&parsed.sandbox, go) {
+    let mut go = fs::File::from(go);
+    if let Err(e) = setup_inside(&parsed.sandbox, &mut go, workspace) {
         fail(&mut report, "building the sandbox", &e);
     }
+    drop(go);
     match mode {
         Mode::Run(cmd) => {
             let prepared = match command::prepare(cmd) {
@@ -111,7 +135,11 @@ fn child(parsed: &Parsed, mode: &Mode<'_>, go: OwnedFd, report: OwnedFd, filter:
         }
         Mode::Start => {
             // The init must not hold the server's pipes open.
-            if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(null) = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 for fd in 0..3 {
                     // SAFETY: dup2 onto the standard descriptors, which this process owns.
                     unsafe {
@@ -138,7 +166,10 @@ fn child(parsed: &Parsed, mode: &Mode<'_>, go: OwnedFd, report: OwnedFd, filter:
             // Reap whatever gets reparented to us, forever; the monitor kills us to stop.
             loop {
                 sys::wait_signal(&set);
-                while let Ok(status) = waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                while let Ok(status) = waitpid(
+                    Pid::from_raw(-1),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                ) {
                     if status == WaitStatus::StillAlive {
                         break;
                     }
@@ -154,12 +185,12 @@ struct HostSide<'a> {
 }
 
 impl HostSide<'_> {
+    /// The cgroups stay (empty) for the next start; the library removes them with the sandbox.
     fn teardown(&self) -> io::Result<()> {
-        let cg = cgroup::remove(&self.plan.cgroups);
         if self.plan.image.is_some() {
             volume::unmount(&self.plan.workspace)?;
         }
-        cg
+        Ok(())
     }
 }
 
@@ -172,7 +203,11 @@ fn prepare_volume(plan: &SandboxPlan) -> io::Result<()> {
         None => {
             if !plan.workspace.is_dir() {
                 fs::create_dir_all(&plan.workspace)?;
-                std::os::unix::fs::chown(&plan.workspace, Some(plan.host_uid), Some(plan.host_gid))?;
+                std::os::unix::fs::chown(
+                    &plan.workspace,
+                    Some(plan.host_uid),
+                    Some(plan.host_gid),
+                )?;
             }
             Ok(())
         }
@@ -186,16 +221,43 @@ pub(crate) struct Started {
 }
 
 /// Builds the sandbox; on success the first process runs (the command, or the idle init).
-fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<Started> {
+/// Builds the sandbox; on success the first process runs (the command, or the idle init). In
+/// `start` mode also returns the cgroup v1 out-of-memory eventfd.
+fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<(Started, Option<OwnedFd>)> {
     let plan = &parsed.sandbox;
     let filter = seccomp::filter()?;
+    // Created once per sandbox and kept across starts (the library removes them with the
+    // sandbox); the first process joins them itself, before anything else.
+    cgroup::create(plan).map_err(|e| io::Error::other(format!("cgroup: {e}")))?;
+    let oom = match mode {
+        Mode::Start => cgroup::oom_events_v1(&plan.cgroups)?,
+        Mode::Run(_) => None,
+    };
     let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     match sys::clone_process(NAMESPACES)? {
         Forked::Child => {
             drop(go_w);
             drop(rep_r);
-            child(parsed, mode, go_r, rep_w, &filter)
+            drop(oom);
+            // Still the helper's host identity here (the id maps come later): join the cgroups
+            // (joining oneself is the cheap path on cgroup v1), make them the root of a new
+            // cgroup namespace, and open the workspace.
+            let early = cgroup::join_self(&plan.cgroups)
+                .and_then(|()| {
+                    Ok(nix::sched::unshare(
+                        nix::sched::CloneFlags::CLONE_NEWCGROUP,
+                    )?)
+                })
+                .and_then(|()| rootfs::open_workspace(plan));
+            let workspace = match early {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = fs::File::from(rep_w).write_all(format!("early setup: {e}").as_bytes());
+                    sys::exit_now(crate::EXIT_SANDBOX_FAILURE)
+                }
+            };
+            child(parsed, mode, go_r, rep_w, workspace, &filter)
         }
         Forked::Parent { pid, pidfd } => {
             drop(go_r);
@@ -205,22 +267,28 @@ fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<Started> {
                 let _ = waitpid(Pid::from_raw(pid), None);
                 e
             };
-            write_id_maps(pid, plan).map_err(|e| kill(io::Error::other(format!("id maps: {e}"))))?;
-            cgroup::join(&plan.cgroups, pid).map_err(|e| kill(io::Error::other(format!("cgroup: {e}"))))?;
+            write_id_maps(pid, plan)
+                .map_err(|e| kill(io::Error::other(format!("id maps: {e}"))))?;
             let mut go = fs::File::from(go_w);
             go.write_all(b"g").map_err(&kill)?;
             drop(go);
             let mut msg = String::new();
-            fs::File::from(rep_r).read_to_string(&mut msg).map_err(&kill)?;
+            fs::File::from(rep_r)
+                .read_to_string(&mut msg)
+                .map_err(&kill)?;
             let ok = match mode {
                 Mode::Start => msg == "ok",
                 Mode::Run(_) => msg.is_empty(),
             };
             if !ok {
-                let msg = if msg.is_empty() { "sandbox process died during setup".to_owned() } else { msg };
+                let msg = if msg.is_empty() {
+                    "sandbox process died during setup".to_owned()
+                } else {
+                    msg
+                };
                 return Err(kill(io::Error::other(msg)));
             }
-            Ok(Started { pid, pidfd })
+            Ok((Started { pid, pidfd }, oom))
         }
     }
 }
@@ -231,17 +299,21 @@ pub(crate) fn signal_fd() -> io::Result<SignalFd> {
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGHUP);
     mask.thread_block()?;
-    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?)
+    Ok(SignalFd::with_flags(
+        &mask,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?)
 }
 
 /// Mode `run`: build a sandbox, run one command in it as its first process, tear it down.
 pub(crate) fn run(parsed: Parsed) -> i32 {
-    let host = HostSide { plan: &parsed.sandbox };
+    let host = HostSide {
+        plan: &parsed.sandbox,
+    };
     let result = (|| -> io::Result<i32> {
         let signals = signal_fd()?;
         prepare_volume(&parsed.sandbox)?;
-        cgroup::create(&parsed.sandbox)?;
-        let started = launch(&parsed, &Mode::Run(&parsed.command))?;
+        let (started, _) = launch(&parsed, &Mode::Run(&parsed.command))?;
         let deadline = (parsed.command.timeout_ms > 0)
             .then(|| Instant::now() + Duration::from_millis(parsed.command.timeout_ms));
         wait_command(&started, deadline, &signals)
@@ -262,10 +334,15 @@ pub(crate) fn run(parsed: Parsed) -> i32 {
 
 /// Waits for a command until `deadline`; past it the command (and, as it is the first process
 /// of its PID namespace, everything it started) is killed and the result is 124.
-pub(crate) fn wait_command(started: &Started, deadline: Option<Instant>, signals: &SignalFd) -> io::Result<i32> {
+pub(crate) fn wait_command(
+    started: &Started,
+    deadline: Option<Instant>,
+    signals: &SignalFd,
+) -> io::Result<i32> {
     let mut timed_out = false;
     loop {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let timeout =
+            deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
         if timeout == Some(0) {
             timed_out = true;
             let _ = sys::pidfd_signal(&started.pidfd, libc::SIGKILL);
@@ -277,27 +354,35 @@ pub(crate) fn wait_command(started: &Started, deadline: Option<Instant>, signals
         }
         if ready[1] != 0 {
             // Interrupted by the operator: stop the command, report like a shell would.
-            let sig = signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
+            let sig = signals
+                .read_signal()
+                .ok()
+                .flatten()
+                .map(|s| s.ssi_signo as i32);
             let _ = sys::pidfd_signal(&started.pidfd, libc::SIGKILL);
             let _ = waitpid(Pid::from_raw(started.pid), None);
             return Ok(128 + sig.unwrap_or(libc::SIGTERM));
         }
     }
     let status = waitpid(Pid::from_raw(started.pid), None)?;
-    Ok(if timed_out { crate::EXIT_TIMEOUT } else { exit_code(status) })
+    Ok(if timed_out {
+        crate::EXIT_TIMEOUT
+    } else {
+        exit_code(status)
+    })
 }
 
 /// Mode `start`: build a sandbox with an idle first process, report `ready PID USERNS`, then
 /// watch it until stopped.
 pub(crate) fn start(parsed: Parsed) -> i32 {
-    let host = HostSide { plan: &parsed.sandbox };
+    let host = HostSide {
+        plan: &parsed.sandbox,
+    };
     let mut stdout = io::stdout().lock();
     let setup = (|| -> io::Result<(Started, SignalFd, Option<OwnedFd>)> {
         let signals = signal_fd()?;
         prepare_volume(&parsed.sandbox)?;
-        cgroup::create(&parsed.sandbox)?;
-        let oom = cgroup::oom_events_v1(&parsed.sandbox.cgroups)?;
-        let started = launch(&parsed, &Mode::Start)?;
+        let (started, oom) = launch(&parsed, &Mode::Start)?;
         Ok((started, signals, oom))
     })();
     let (started, signals, oom) = match setup {

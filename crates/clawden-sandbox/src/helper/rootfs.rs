@@ -8,7 +8,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the new root is assembled: a tmpfs mounted over `/tmp` of the sandbox's own mount
@@ -18,20 +18,13 @@ const NEW_ROOT: &str = "/tmp";
 /// System directories bound read-only (or recreated as the same symlink on merged-/usr hosts).
 const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
 
-/// Host `/etc` entries a program may need and that hold no secret.
-const ETC_FROM_HOST: &[&str] = &[
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "alternatives",
-    "ssl",
-    "ca-certificates",
-    "os-release",
-    "mime.types",
-    "protocols",
-    "services",
-];
+/// Small host `/etc` files a program may need and that hold no secret: copied (a copy is
+/// cheaper than a bind mount and its remount).
+const ETC_COPIED: &[&str] = &["ld.so.cache", "protocols", "services", "ssl/openssl.cnf"];
+
+/// Host `/etc` entries recreated as the same symlink or bound read-only (directories). Not
+/// `/etc/ssl` as a whole: it holds `private/`.
+const ETC_MIRRORED: &[&str] = &["localtime", "os-release", "alternatives", "ssl/certs"];
 
 /// Device nodes bound from the host `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -107,7 +100,14 @@ fn write_etc(root: &Path, hostname: &str) -> io::Result<()> {
     for (name, content) in files {
         fs::write(etc.join(name), content)?;
     }
-    for name in ETC_FROM_HOST {
+    fs::create_dir(etc.join("ssl"))?;
+    for name in ETC_COPIED {
+        let host = Path::new("/etc").join(name);
+        if host.is_file() {
+            fs::copy(&host, etc.join(name)).map_err(|e| err("copy", &host, e))?;
+        }
+    }
+    for name in ETC_MIRRORED {
         mirror(&Path::new("/etc").join(name), root)?;
     }
     Ok(())
@@ -127,7 +127,17 @@ fn build_dev(root: &Path) -> io::Result<()> {
     for name in DEVICES {
         let dst = dev.join(name);
         fs::write(&dst, b"")?;
-        bind(&Path::new("/dev").join(name), &dst, MsFlags::MS_NOEXEC)?;
+        // A plain bind: flags on a device node's own mount change nothing that matters (it
+        // cannot be executed, and nothing inside may remount).
+        let src = Path::new("/dev").join(name);
+        mount(
+            Some(&src),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| err("bind", &dst, e))?;
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts)?;
@@ -154,17 +164,30 @@ fn build_dev(root: &Path) -> io::Result<()> {
         None::<&str>,
         &dev,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(|e| err("remount ro", &dev, e))
 }
 
+/// Opens the workspace in the new mount namespace while the process still has the host
+/// identity it was cloned with (the sandbox's root may lack the right to walk the host path), and
+/// before `/tmp`, where the host path may well be, gets covered below.
+pub(crate) fn open_workspace(plan: &SandboxPlan) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&plan.workspace)
+        .map_err(|e| err("open", &plan.workspace, e))
+}
+
 /// Builds the file system and switches into it. Runs in the sandbox's new mount namespace as
-/// its root.
-pub(crate) fn build(plan: &SandboxPlan) -> io::Result<()> {
-    // Open the workspace before /tmp is covered: the host path may well be under /tmp.
-    let workspace = fs::File::open(&plan.workspace).map_err(|e| err("open", &plan.workspace, e))?;
+/// its root; `workspace` comes from [`open_workspace`].
+pub(crate) fn build(plan: &SandboxPlan, workspace: fs::File) -> io::Result<()> {
     let workspace_src = PathBuf::from(format!("/proc/self/fd/{}", workspace.as_raw_fd()));
 
     mount(
@@ -232,7 +255,11 @@ pub(crate) fn build(plan: &SandboxPlan) -> io::Result<()> {
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
         None::<&str>,
     )
     .map_err(|e| err("remount ro", Path::new("/"), e))?;

@@ -43,10 +43,14 @@ struct LoopConfig {
 }
 
 fn mkfs_binary() -> io::Result<&'static str> {
-    ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mkfs.ext4 not found (e2fsprogs)"))
+    [
+        "/usr/sbin/mkfs.ext4",
+        "/sbin/mkfs.ext4",
+        "/usr/bin/mkfs.ext4",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mkfs.ext4 not found (e2fsprogs)"))
 }
 
 /// Creates the image (sparse, `quota` bytes, root directory owned by the sandbox's root) unless it

@@ -36,7 +36,8 @@ pub(crate) fn host_ids(config: &BackendConfig, key: &SandboxKey, root: bool) -> 
     }
     let dir = config.state_dir.join("uid-ranges");
     fs::create_dir_all(&dir).map_err(Error::io("creating the uid range records"))?;
-    let lock = fs::File::create(dir.join(".lock")).map_err(Error::io("locking the uid range records"))?;
+    let lock =
+        fs::File::create(dir.join(".lock")).map_err(Error::io("locking the uid range records"))?;
     let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
         context: "locking the uid range records",
         source: e.into(),

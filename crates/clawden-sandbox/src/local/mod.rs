@@ -67,9 +67,12 @@ impl LocalSandboxes {
             || config.cgroup_parent.contains("..")
             || config.cgroup_parent.starts_with('/')
         {
-            return Err(Error::InvalidConfig("cgroup_parent must be a relative name"));
+            return Err(Error::InvalidConfig(
+                "cgroup_parent must be a relative name",
+            ));
         }
-        std::fs::create_dir_all(&config.state_dir).map_err(Error::io("creating the state directory"))?;
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(Error::io("creating the state directory"))?;
         Ok(LocalSandboxes {
             config,
             capabilities,
@@ -90,7 +93,12 @@ impl LocalSandboxes {
         cmd
     }
 
-    fn sandbox_plan(&self, key: &SandboxKey, config: &SandboxConfig, ids: HostIds) -> Result<SandboxPlan> {
+    fn sandbox_plan(
+        &self,
+        key: &SandboxKey,
+        config: &SandboxConfig,
+        ids: HostIds,
+    ) -> Result<SandboxPlan> {
         let limits = &config.limits;
         if limits.memory_bytes < (16 << 20) || limits.pids < 4 || limits.cpu_millicores == 0 {
             return Err(Error::InvalidConfig("limits are too small to run anything"));
@@ -109,12 +117,15 @@ impl LocalSandboxes {
             }
             WorkspaceStorage::Directory => {
                 if self.config.require_quota {
-                    return Err(Error::InvalidConfig("a workspace without quota was asked for, but require_quota is set"));
+                    return Err(Error::InvalidConfig(
+                        "a workspace without quota was asked for, but require_quota is set",
+                    ));
                 }
                 None
             }
         };
-        std::fs::create_dir_all(&config.volume_dir).map_err(Error::io("creating the volume directory"))?;
+        std::fs::create_dir_all(&config.volume_dir)
+            .map_err(Error::io("creating the volume directory"))?;
         Ok(SandboxPlan {
             host_uid: ids.uid,
             host_gid: ids.gid,
@@ -152,9 +163,16 @@ impl LocalSandboxes {
     /// Runs one command in a fresh sandbox that exists only for it (the one-shot path of
     /// `clawden sandbox exec` without a server): build, run, tear down. Streams go to `request`'s
     /// stdio settings; piped streams are not available here, so they are treated as inherited.
-    pub async fn run_once(&self, key: &SandboxKey, config: &SandboxConfig, request: ExecRequest) -> Result<ExecOutcome> {
+    pub async fn run_once(
+        &self,
+        key: &SandboxKey,
+        config: &SandboxConfig,
+        request: ExecRequest,
+    ) -> Result<ExecOutcome> {
         if self.running.lock().await.contains_key(key) {
-            return Err(Error::InvalidConfig("this sandbox is already running; use exec"));
+            return Err(Error::InvalidConfig(
+                "this sandbox is already running; use exec",
+            ));
         }
         let ids = ids::host_ids(&self.config, key, self.capabilities.running_as_root)?;
         let plan = self.sandbox_plan(key, config, ids)?;
@@ -168,7 +186,9 @@ impl LocalSandboxes {
         cmd.stdin(stdio(request.stdin, true)?);
         cmd.stdout(stdio(request.stdout, true)?);
         cmd.stderr(stdio(request.stderr, true)?);
-        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io("spawning the sandbox helper"))?;
         let status = wait_with_backstop(&mut child, timeout + START_TIMEOUT).await?;
         Ok(status)
     }
@@ -217,7 +237,9 @@ fn outcome_of(status: std::process::ExitStatus) -> ExecOutcome {
 /// which kills its command through the parent-death signal.
 async fn wait_with_backstop(child: &mut Child, limit: Duration) -> Result<ExecOutcome> {
     match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => Ok(outcome_of(status.map_err(Error::io("waiting for the sandbox helper"))?)),
+        Ok(status) => Ok(outcome_of(
+            status.map_err(Error::io("waiting for the sandbox helper"))?,
+        )),
         Err(_) => {
             let _ = child.kill().await;
             Ok(ExecOutcome {
@@ -242,13 +264,16 @@ impl Sandbox for LocalSandboxes {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io("spawning the sandbox helper"))?;
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| Error::Helper("no stdout pipe".into()))?;
         let mut line = String::new();
-        let read = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        let read =
+            tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
         let ready = match read {
             Ok(Ok(_)) => parse_ready(&line),
             Ok(Err(e)) => Err(Error::Io {
@@ -283,7 +308,9 @@ impl Sandbox for LocalSandboxes {
 
     async fn exec(&self, key: &SandboxKey, request: ExecRequest) -> Result<ExecProcess> {
         let running = self.get(key).await?;
-        let timeout = request.timeout.unwrap_or(running.config.limits.exec_timeout);
+        let timeout = request
+            .timeout
+            .unwrap_or(running.config.limits.exec_timeout);
         let command = command_plan(&request, &running.config, timeout);
         let mut args = Vec::new();
         running.target.to_args(&mut args);
@@ -293,10 +320,21 @@ impl Sandbox for LocalSandboxes {
             .stdin(stdio(request.stdin, false)?)
             .stdout(stdio(request.stdout, false)?)
             .stderr(stdio(request.stderr, false)?);
-        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
-        let stdin = child.stdin.take().map(|s| Box::pin(s) as crate::api::ExecWriter);
-        let stdout = child.stdout.take().map(|s| Box::pin(s) as crate::api::ExecReader);
-        let stderr = child.stderr.take().map(|s| Box::pin(s) as crate::api::ExecReader);
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io("spawning the sandbox helper"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::pin(s) as crate::api::ExecWriter);
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::pin(s) as crate::api::ExecReader);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::pin(s) as crate::api::ExecReader);
         let waiter = async move { wait_with_backstop(&mut child, timeout + EXEC_GRACE).await };
         Ok(ExecProcess::new(stdin, stdout, stderr, waiter))
     }
@@ -347,7 +385,9 @@ impl Sandbox for LocalSandboxes {
         self.stop(key).await?;
         let workspace = config.workspace_host_dir();
         if is_mount_point(&workspace) {
-            return Err(Error::Helper("the workspace volume is still mounted".into()));
+            return Err(Error::Helper(
+                "the workspace volume is still mounted".into(),
+            ));
         }
         match std::fs::remove_dir_all(&config.volume_dir) {
             Ok(()) => {}
@@ -359,6 +399,14 @@ impl Sandbox for LocalSandboxes {
                 })
             }
         }
+        let cgroups = self
+            .capabilities
+            .cgroups
+            .sandbox_dirs(&self.config.cgroup_parent, &key.name());
+        tokio::task::spawn_blocking(move || crate::helper::cgroup::remove(&cgroups))
+            .await
+            .map_err(|e| Error::Helper(format!("cgroup task failed: {e}")))?
+            .map_err(Error::io("removing the sandbox's cgroups"))?;
         ids::release(&self.config, key);
         Ok(())
     }
@@ -390,7 +438,9 @@ fn parse_ready(line: &str) -> Result<(i32, u64)> {
                 _ => Err(Error::Helper(format!("unexpected answer {line:?}"))),
             }
         }
-        Some("error") => Err(Error::Helper(line.trim_start_matches("error").trim().to_owned())),
+        Some("error") => Err(Error::Helper(
+            line.trim_start_matches("error").trim().to_owned(),
+        )),
         _ => Err(Error::Helper(if line.is_empty() {
             "the helper exited before the sandbox was ready".to_owned()
         } else {

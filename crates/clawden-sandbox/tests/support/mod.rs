@@ -5,8 +5,8 @@
 
 use clawden_core::{InstanceId, UserId};
 use clawden_sandbox::{
-    BackendConfig, ExecOutput, ExecRequest, Limits, LocalSandboxes, Sandbox, SandboxConfig, SandboxKey,
-    WorkspaceStorage,
+    BackendConfig, ExecOutput, ExecRequest, Limits, LocalSandboxes, Sandbox, SandboxConfig,
+    SandboxKey, WorkspaceStorage,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -89,7 +89,8 @@ impl Harness {
 
     /// Starts a sandbox with a plain-directory workspace and small limits.
     pub async fn start(&self, name: &str) -> Sbx {
-        self.start_with(name, WorkspaceStorage::Directory, small_limits()).await
+        self.start_with(name, WorkspaceStorage::Directory, small_limits())
+            .await
     }
 
     pub async fn start_with(&self, name: &str, storage: WorkspaceStorage, limits: Limits) -> Sbx {
@@ -109,7 +110,11 @@ impl Harness {
     }
 
     pub async fn run(&self, b: &Sbx, request: ExecRequest) -> ExecOutput {
-        match self.backend.exec_collect(&b.key, request, Vec::new(), 1 << 20).await {
+        match self
+            .backend
+            .exec_collect(&b.key, request, Vec::new(), 1 << 20)
+            .await
+        {
             Ok(out) => out,
             Err(e) => panic!("exec failed: {e}"),
         }
@@ -129,7 +134,11 @@ impl Harness {
             let _ = s.read_to_end(&mut stderr).await;
         }
         let outcome = process.wait().await.expect("wait");
-        ExecOutput { outcome, stdout, stderr }
+        ExecOutput {
+            outcome,
+            stdout,
+            stderr,
+        }
     }
 
     /// Copies the attempt program into the workspace as `/workspace/attempt`.
@@ -147,7 +156,12 @@ impl Harness {
     pub async fn attempt(&self, b: &Sbx, args: &[&str]) -> String {
         let mut argv = vec!["/workspace/attempt"];
         argv.extend_from_slice(args);
-        let out = self.run(b, ExecRequest::new(argv).with_timeout(Duration::from_secs(20))).await;
+        let out = self
+            .run(
+                b,
+                ExecRequest::new(argv).with_timeout(Duration::from_secs(20)),
+            )
+            .await;
         assert_eq!(
             out.outcome.code,
             0,
@@ -159,7 +173,10 @@ impl Harness {
     }
 
     pub async fn finish(&self, b: Sbx) {
-        self.backend.destroy(&b.key, &b.config).await.expect("destroy");
+        self.backend
+            .destroy(&b.key, &b.config)
+            .await
+            .expect("destroy");
     }
 
     pub fn workspace(&self, b: &Sbx) -> PathBuf {
@@ -175,5 +192,8 @@ pub fn text(b: &[u8]) -> String {
 /// filter (so the test fails if the call went through, and also if it failed for an unrelated
 /// reason such as the kernel lacking the feature).
 pub fn assert_eperm(verdict: &str, what: &str) {
-    assert_eq!(verdict, "denied errno=1", "{what} was not refused by the sandbox: {verdict}");
+    assert_eq!(
+        verdict, "denied errno=1",
+        "{what} was not refused by the sandbox: {verdict}"
+    );
 }

@@ -53,6 +53,10 @@ cleanup() {
     echo stop >&"${MONITOR[1]}" || true
     wait "$MONITOR_PID" 2>/dev/null || true
     rm -rf "$WORK"
+    # The sandboxes' cgroups outlive their runs by design; remove the benchmark's.
+    for arg in $(cgroup_args cold) $warm_cg; do
+        rmdir "${arg#*:}" 2>/dev/null || true
+    done
 }
 trap cleanup EXIT
 

@@ -140,6 +140,10 @@ pub struct Capabilities {
     pub quota_volumes: bool,
     /// Cgroup controllers for the memory, PID and CPU limits.
     pub cgroups: CgroupSupport,
+    /// The host's `kernel.core_pattern` pipes core dumps to a program. That program runs as host
+    /// root when any process crashes, sandboxed ones included (sandboxed processes have
+    /// `RLIMIT_CORE` 0, which does not stop a pipe); `security-audit` should warn.
+    pub core_pattern_pipe: bool,
 }
 
 impl Capabilities {
@@ -218,5 +222,7 @@ pub fn probe() -> Capabilities {
         pidfd,
         quota_volumes,
         cgroups: CgroupSupport::detect(),
+        core_pattern_pipe: fs::read_to_string("/proc/sys/kernel/core_pattern")
+            .is_ok_and(|p| p.trim_start().starts_with('|')),
     }
 }

@@ -125,6 +125,10 @@ async fn host_processes_and_their_environment_are_invisible() {
         "the test binary is visible: {stdout}"
     );
     assert!(!stdout.contains("cargo"), "{stdout}");
+    assert!(
+        !stdout.contains("__sandbox-init"),
+        "the helpers are visible: {stdout}"
+    );
     let me = std::process::id();
     let probe = h
         .sh(

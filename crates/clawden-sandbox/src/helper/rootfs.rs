@@ -215,12 +215,15 @@ pub(crate) fn build(plan: &SandboxPlan, workspace: fs::File) -> io::Result<()> {
 
     let proc_dir = root.join("proc");
     fs::create_dir(&proc_dir)?;
+    // `hidepid=invisible`: processes a sandboxed program may not ptrace do not even show up.
+    // That hides the sandbox's idle init and the helpers that enter it (both non-dumpable),
+    // whose command lines name host paths.
     mount(
         Some("proc"),
         &proc_dir,
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
+        Some("hidepid=invisible"),
     )
     .map_err(|e| err("mount proc", &proc_dir, e))?;
 

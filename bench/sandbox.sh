@@ -39,7 +39,7 @@ cgroup_args() {
     echo "${args[@]}"
 }
 
-limits="--memory=536870912 --swap=0 --pids=256 --cpu=1000 --tmp=67108864 --hostname=sandbox"
+limits="--memory=536870912 --swap=0 --pids=256 --cpu=1000 --tmp=67108864 --hostname=sandbox --templates=$WORK/templates"
 command="--timeout-ms=30000 --cwd=/workspace --nofile=1024 --nproc=256"
 cold="--uid=$UID_BASE --gid=$UID_BASE --ids=65536 --workspace=$WORK/cold --quota=0 $(cgroup_args cold) $limits"
 warm_cg="$(cgroup_args warm)"

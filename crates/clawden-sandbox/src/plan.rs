@@ -36,6 +36,8 @@ pub(crate) struct SandboxPlan {
     pub cpu_millicores: u32,
     pub tmp_bytes: u64,
     pub hostname: String,
+    /// A host directory where the helper keeps the root template (see `helper::rootfs`).
+    pub template_dir: PathBuf,
 }
 
 /// One command to run (modes `run` and `exec`).
@@ -104,6 +106,7 @@ impl SandboxPlan {
         out.push(word("cpu", self.cpu_millicores.to_string()));
         out.push(word("tmp", self.tmp_bytes.to_string()));
         out.push(word("hostname", &self.hostname));
+        out.push(word("templates", &self.template_dir));
     }
 }
 
@@ -194,6 +197,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Parsed, PlanError> {
             "cpu" => p.sandbox.cpu_millicores = num(&name, value)?,
             "tmp" => p.sandbox.tmp_bytes = num(&name, value)?,
             "hostname" => p.sandbox.hostname = value.to_string_lossy().into_owned(),
+            "templates" => p.sandbox.template_dir = PathBuf::from(value),
             "timeout-ms" => p.command.timeout_ms = num(&name, value)?,
             "cwd" => p.command.cwd = value.to_string_lossy().into_owned(),
             "env" => p.command.env.push(value.to_owned()),
@@ -236,6 +240,7 @@ mod tests {
             cpu_millicores: 500,
             tmp_bytes: 9,
             hostname: "sandbox".into(),
+            template_dir: PathBuf::from("/data/state/templates"),
         };
         let command = CommandPlan {
             timeout_ms: 5,

@@ -47,17 +47,13 @@ fn landlock() -> io::Result<()> {
     result.map(|_| ()).map_err(io::Error::other)
 }
 
-/// Resets every signal to its default action and unblocks all: an exec'd program inherits both,
-/// and Rust ignores `SIGPIPE` in the helper.
+/// Undoes what the helper changed about signals, since an exec'd program inherits both ignored
+/// dispositions and the blocked mask: Rust ignores `SIGPIPE`, and the helper blocks the
+/// termination signals it reads through a signalfd. (Handlers are reset by `execve` itself.)
 pub(crate) fn reset_signals() {
-    for sig in 1..32 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing the default disposition is always sound.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+    // SAFETY: installing the default disposition is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // SAFETY: an empty, initialised set; the old mask is not wanted.
     unsafe {

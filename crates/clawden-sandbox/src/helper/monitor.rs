@@ -59,7 +59,7 @@ fn write_id_maps(pid: libc::pid_t, plan: &SandboxPlan) -> io::Result<()> {
 }
 
 /// Inside the new namespaces: become root of the user namespace and build the file system.
-fn setup_inside(plan: &SandboxPlan, go: &mut fs::File, workspace: fs::File) -> io::Result<()> {
+fn setup_inside(plan: &SandboxPlan, go: &mut fs::File, sources: rootfs::Sources) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     await_monitor(go)?;
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
@@ -67,7 +67,7 @@ fn setup_inside(plan: &SandboxPlan, go: &mut fs::File, workspace: fs::File) -> i
     if !plan.unprivileged {
         nix::unistd::setgroups(&[])?;
     }
-    rootfs::build(plan, workspace)?;
+    rootfs::build(plan, sources)?;
     nix::unistd::sethostname(&plan.hostname)?;
     sys::loopback_up()?;
     nix::unistd::setsid()?;
@@ -101,7 +101,7 @@ fn child(
     mode: &Mode<'_>,
     go: OwnedFd,
     report: OwnedFd,
-    workspace: fs::File,
+    sources: rootfs::Sources,
     filter: &BpfProgram,
 ) -> ! {
     let mut report = fs::File::from(report);
@@ -110,7 +110,7 @@ fn child(
         sys::exit_now(crate::EXIT_SANDBOX_FAILURE)
     };
     let mut go = fs::File::from(go);
-    if let Err(e) = setup_inside(&parsed.sandbox, &mut go, workspace) {
+    if let Err(e) = setup_inside(&parsed.sandbox, &mut go, sources) {
         fail(&mut report, "building the sandbox", &e);
     }
     drop(go);
@@ -226,6 +226,7 @@ pub(crate) struct Started {
 fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<(Started, Option<OwnedFd>)> {
     let plan = &parsed.sandbox;
     let filter = seccomp::filter()?;
+    let template = rootfs::ensure_template(&plan.template_dir)?;
     // Created once per sandbox and kept across starts (the library removes them with the
     // sandbox); the first process joins them itself, before anything else.
     cgroup::create(plan).map_err(|e| io::Error::other(format!("cgroup: {e}")))?;
@@ -249,15 +250,15 @@ fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<(Started, Option<Owned
                         nix::sched::CloneFlags::CLONE_NEWCGROUP,
                     )?)
                 })
-                .and_then(|()| rootfs::open_workspace(plan));
-            let workspace = match early {
+                .and_then(|()| rootfs::open_sources(plan, &template));
+            let sources = match early {
                 Ok(w) => w,
                 Err(e) => {
                     let _ = fs::File::from(rep_w).write_all(format!("early setup: {e}").as_bytes());
                     sys::exit_now(crate::EXIT_SANDBOX_FAILURE)
                 }
             };
-            child(parsed, mode, go_r, rep_w, workspace, &filter)
+            child(parsed, mode, go_r, rep_w, sources, &filter)
         }
         Forked::Parent { pid, pidfd } => {
             drop(go_r);

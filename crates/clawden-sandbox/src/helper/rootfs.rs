@@ -1,33 +1,58 @@
-//! The sandbox's file system: a tmpfs root holding read-only binds of the system directories, a
-//! synthetic `/etc`, a fresh `/proc`, a minimal `/dev`, a private `/tmp` and the workspace; then
-//! `pivot_root` and the old root detached.
+//! The sandbox's file system.
+//!
+//! The root is a *template* directory prepared once on the host (mount points, symlinks, the
+//! synthetic `/etc`, empty device-node files), bound read-only. On it go read-only binds of the
+//! system directories, a fresh `/proc`, the device nodes and a private `pts`, a private `/tmp`
+//! and the workspace; then `pivot_root` and the old root is detached. Preparing the template once
+//! keeps file creation out of every start: creating a dozen files on a fresh tmpfs cost more
+//! than all the bind mounts together.
 
 use crate::plan::SandboxPlan;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
+use std::collections::hash_map::DefaultHasher;
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where the new root is assembled: a tmpfs mounted over `/tmp` of the sandbox's own mount
-/// namespace (the host's `/tmp` is untouched).
+/// Where the new root is assembled: over `/tmp` of the sandbox's own mount namespace (the
+/// host's `/tmp` is untouched).
 const NEW_ROOT: &str = "/tmp";
+
+/// Bump when the template's layout changes.
+const TEMPLATE_VERSION: u32 = 1;
 
 /// System directories bound read-only (or recreated as the same symlink on merged-/usr hosts).
 const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
 
-/// Small host `/etc` files a program may need and that hold no secret: copied (a copy is
-/// cheaper than a bind mount and its remount).
+/// Small host `/etc` files a program may need and that hold no secret: copied into the template.
 const ETC_COPIED: &[&str] = &["ld.so.cache", "protocols", "services", "ssl/openssl.cnf"];
 
-/// Host `/etc` entries recreated as the same symlink or bound read-only (directories). Not
+/// Host `/etc` entries recreated as the same symlink, or bound read-only (directories). Not
 /// `/etc/ssl` as a whole: it holds `private/`.
 const ETC_MIRRORED: &[&str] = &["localtime", "os-release", "alternatives", "ssl/certs"];
 
 /// Device nodes bound from the host `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Empty directories of the root.
+const ROOT_DIRS: &[&str] = &[
+    "proc",
+    "dev",
+    "dev/pts",
+    "tmp",
+    "workspace",
+    "root",
+    "home",
+    "run",
+    "var",
+    "mnt",
+    "etc",
+    "etc/ssl",
+];
 
 fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what} {}: {e}", path.display()))
@@ -59,77 +84,199 @@ fn bind_ro(src: &Path, dst: &Path) -> io::Result<()> {
     bind(src, dst, MsFlags::MS_RDONLY | MsFlags::MS_NODEV)
 }
 
-/// Recreates `host` under the new root: the same symlink, or a read-only bind of the directory
-/// or file. Missing entries are skipped.
-fn mirror(host: &Path, root: &Path) -> io::Result<()> {
-    let Ok(meta) = fs::symlink_metadata(host) else {
-        return Ok(());
-    };
-    let rel = host.strip_prefix("/").unwrap_or(host);
-    let dst = root.join(rel);
-    if meta.file_type().is_symlink() {
-        let target = fs::read_link(host)?;
-        symlink(&target, &dst).map_err(|e| err("symlink", &dst, e))
-    } else if meta.is_dir() {
-        fs::create_dir(&dst).map_err(|e| err("mkdir", &dst, e))?;
-        bind_ro(host, &dst)
-    } else {
-        fs::write(&dst, b"").map_err(|e| err("create", &dst, e))?;
-        bind_ro(host, &dst)
+fn host_kind(host: &Path) -> Option<fs::Metadata> {
+    fs::symlink_metadata(host).ok()
+}
+
+/// What the template depends on: its version and the host files it copies or mirrors.
+fn template_stamp() -> u64 {
+    let mut h = DefaultHasher::new();
+    TEMPLATE_VERSION.hash(&mut h);
+    let etc = |n: &&str| Path::new("/etc").join(n);
+    let paths = SYSTEM_DIRS
+        .iter()
+        .map(|d| Path::new("/").join(d))
+        .chain(ETC_COPIED.iter().map(etc))
+        .chain(ETC_MIRRORED.iter().map(etc));
+    for p in paths {
+        p.hash(&mut h);
+        if let Some(m) = host_kind(&p) {
+            (
+                m.file_type().is_symlink(),
+                m.is_dir(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+            )
+                .hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Returns the template directory for the current host files under `base`, building it first if
+/// needed (into a temporary name, then renamed: concurrent starts never see half a template).
+pub(crate) fn ensure_template(base: &Path) -> io::Result<PathBuf> {
+    let dir = base.join(format!("root-{:016x}", template_stamp()));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(base)?;
+    let tmp = base.join(format!(".root-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    build_template(&tmp).map_err(|e| err("building the root template", &tmp, e))?;
+    match fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        Err(_) if dir.is_dir() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => Err(e),
     }
 }
 
-fn write_etc(root: &Path, hostname: &str) -> io::Result<()> {
-    let etc = root.join("etc");
-    fs::create_dir(&etc)?;
+fn build_template(t: &Path) -> io::Result<()> {
+    fs::create_dir(t)?;
+    fs::set_permissions(t, fs::Permissions::from_mode(0o755))?;
+    for d in ROOT_DIRS {
+        fs::create_dir(t.join(d))?;
+    }
+    // System directories: the same symlink, or a mount point for a bind.
+    for d in SYSTEM_DIRS {
+        mirror_point(&Path::new("/").join(d), &t.join(d))?;
+    }
+    for name in ETC_MIRRORED {
+        mirror_point(&Path::new("/etc").join(name), &t.join("etc").join(name))?;
+    }
     // Synthetic account and name files: nothing about the host's users leaks in.
-    let files: [(&str, String); 6] = [
+    let files: [(&str, &str); 6] = [
         (
             "passwd",
-            "root:x:0:0:root:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".into(),
+            "root:x:0:0:root:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         ),
-        ("group", "root:x:0:\nnogroup:x:65534:\n".into()),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost\n"),
-        ),
-        ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", String::new()),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".into()),
+        ("group", "root:x:0:\nnogroup:x:65534:\n"),
+        ("hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n"),
+        ("hostname", "sandbox\n"),
+        ("resolv.conf", ""),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"),
     ];
     for (name, content) in files {
-        fs::write(etc.join(name), content)?;
+        fs::write(t.join("etc").join(name), content)?;
     }
-    fs::create_dir(etc.join("ssl"))?;
     for name in ETC_COPIED {
         let host = Path::new("/etc").join(name);
         if host.is_file() {
-            fs::copy(&host, etc.join(name)).map_err(|e| err("copy", &host, e))?;
+            fs::copy(&host, t.join("etc").join(name))?;
         }
     }
-    for name in ETC_MIRRORED {
-        mirror(&Path::new("/etc").join(name), root)?;
+    for name in DEVICES {
+        fs::write(t.join("dev").join(name), b"")?;
+    }
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("shm", "/tmp"),
+    ] {
+        symlink(target, t.join("dev").join(name))?;
     }
     Ok(())
 }
 
-fn build_dev(root: &Path) -> io::Result<()> {
-    let dev = root.join("dev");
-    fs::create_dir(&dev)?;
+/// In the template: the same symlink as `host`, an empty directory to bind a host directory
+/// on, or nothing when the host has neither.
+fn mirror_point(host: &Path, dst: &Path) -> io::Result<()> {
+    let Some(meta) = host_kind(host) else {
+        return Ok(());
+    };
+    if meta.file_type().is_symlink() {
+        symlink(fs::read_link(host)?, dst)
+    } else if meta.is_dir() {
+        fs::create_dir(dst)
+    } else {
+        Ok(())
+    }
+}
+
+/// Binds `host` on its mount point in the new root if the template made one (a directory).
+fn bind_if_dir(host: &Path, dst: &Path) -> io::Result<()> {
+    let is_dir_point = fs::symlink_metadata(dst).is_ok_and(|m| m.is_dir());
+    if is_dir_point && host.is_dir() {
+        bind_ro(host, dst)?;
+    }
+    Ok(())
+}
+
+/// Descriptors opened while the process still has the host identity it was cloned with: the
+/// sandbox's root may not walk the host paths, and `/tmp`, where they may well be, gets covered.
+#[derive(Debug)]
+pub(crate) struct Sources {
+    workspace: fs::File,
+    template: fs::File,
+}
+
+fn open_dir(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| err("open", path, e))
+}
+
+/// Opens the workspace and the root template (see [`Sources`]).
+pub(crate) fn open_sources(plan: &SandboxPlan, template: &Path) -> io::Result<Sources> {
+    Ok(Sources {
+        workspace: open_dir(&plan.workspace)?,
+        template: open_dir(template)?,
+    })
+}
+
+fn fd_path(f: &fs::File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
+/// Builds the file system and switches into it. Runs in the sandbox's new mount namespace as
+/// its root.
+pub(crate) fn build(plan: &SandboxPlan, sources: Sources) -> io::Result<()> {
     mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=64k,nr_inodes=64"),
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
     )
-    .map_err(|e| err("mount tmpfs", &dev, e))?;
+    .map_err(|e| err("make private", Path::new("/"), e))?;
+    let root = Path::new(NEW_ROOT);
+    bind_ro(&fd_path(&sources.template), root)?;
+
+    for d in SYSTEM_DIRS {
+        bind_if_dir(&Path::new("/").join(d), &root.join(d))?;
+    }
+    for name in ETC_MIRRORED {
+        bind_if_dir(&Path::new("/etc").join(name), &root.join("etc").join(name))?;
+    }
+
+    // `hidepid=invisible`: processes a sandboxed program may not ptrace do not even show up.
+    // That hides the sandbox's idle init and the helpers that enter it (both non-dumpable),
+    // whose command lines name host paths.
+    let proc_dir = root.join("proc");
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=invisible"),
+    )
+    .map_err(|e| err("mount proc", &proc_dir, e))?;
+
+    let dev = root.join("dev");
     for name in DEVICES {
-        let dst = dev.join(name);
-        fs::write(&dst, b"")?;
         // A plain bind: flags on a device node's own mount change nothing that matters (it
         // cannot be executed, and nothing inside may remount).
-        let src = Path::new("/dev").join(name);
+        let (src, dst) = (Path::new("/dev").join(name), dev.join(name));
         mount(
             Some(&src),
             &dst,
@@ -140,7 +287,6 @@ fn build_dev(root: &Path) -> io::Result<()> {
         .map_err(|e| err("bind", &dst, e))?;
     }
     let pts = dev.join("pts");
-    fs::create_dir(&pts)?;
     mount(
         Some("devpts"),
         &pts,
@@ -149,88 +295,8 @@ fn build_dev(root: &Path) -> io::Result<()> {
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .map_err(|e| err("mount devpts", &pts, e))?;
-    for (name, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("shm", "/tmp"),
-    ] {
-        symlink(target, dev.join(name))?;
-    }
-    // Nothing may create files in /dev afterwards.
-    mount(
-        None::<&str>,
-        &dev,
-        None::<&str>,
-        MsFlags::MS_REMOUNT
-            | MsFlags::MS_BIND
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| err("remount ro", &dev, e))
-}
-
-/// Opens the workspace in the new mount namespace while the process still has the host
-/// identity it was cloned with (the sandbox's root may lack the right to walk the host path), and
-/// before `/tmp`, where the host path may well be, gets covered below.
-pub(crate) fn open_workspace(plan: &SandboxPlan) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&plan.workspace)
-        .map_err(|e| err("open", &plan.workspace, e))
-}
-
-/// Builds the file system and switches into it. Runs in the sandbox's new mount namespace as
-/// its root; `workspace` comes from [`open_workspace`].
-pub(crate) fn build(plan: &SandboxPlan, workspace: fs::File) -> io::Result<()> {
-    let workspace_src = PathBuf::from(format!("/proc/self/fd/{}", workspace.as_raw_fd()));
-
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| err("make private", Path::new("/"), e))?;
-    let root = Path::new(NEW_ROOT);
-    mount(
-        Some("tmpfs"),
-        root,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755,size=1m,nr_inodes=4096"),
-    )
-    .map_err(|e| err("mount tmpfs", root, e))?;
-
-    for d in SYSTEM_DIRS {
-        mirror(&Path::new("/").join(d), root)?;
-    }
-    write_etc(root, &plan.hostname)?;
-
-    let proc_dir = root.join("proc");
-    fs::create_dir(&proc_dir)?;
-    // `hidepid=invisible`: processes a sandboxed program may not ptrace do not even show up.
-    // That hides the sandbox's idle init and the helpers that enter it (both non-dumpable),
-    // whose command lines name host paths.
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("hidepid=invisible"),
-    )
-    .map_err(|e| err("mount proc", &proc_dir, e))?;
-
-    build_dev(root)?;
 
     let tmp = root.join("tmp");
-    fs::create_dir(&tmp)?;
     mount(
         Some("tmpfs"),
         &tmp,
@@ -241,30 +307,12 @@ pub(crate) fn build(plan: &SandboxPlan, workspace: fs::File) -> io::Result<()> {
     .map_err(|e| err("mount tmpfs", &tmp, e))?;
 
     let ws = root.join("workspace");
-    fs::create_dir(&ws)?;
-    bind(&workspace_src, &ws, MsFlags::MS_NODEV)?;
-    drop(workspace);
-
-    for d in ["root", "home", "run", "var", "mnt"] {
-        fs::create_dir(root.join(d))?;
-    }
-    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+    bind(&fd_path(&sources.workspace), &ws, MsFlags::MS_NODEV)?;
+    drop(sources);
 
     nix::unistd::chdir(root)?;
     nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", root, e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", root, e))?;
     nix::unistd::chdir("/")?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REMOUNT
-            | MsFlags::MS_BIND
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|e| err("remount ro", Path::new("/"), e))?;
     Ok(())
 }

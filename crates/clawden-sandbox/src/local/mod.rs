@@ -144,6 +144,7 @@ impl LocalSandboxes {
             cpu_millicores: limits.cpu_millicores,
             tmp_bytes: limits.tmp_bytes,
             hostname: "sandbox".to_owned(),
+            template_dir: self.config.state_dir.join("templates"),
         })
     }
 

@@ -299,3 +299,38 @@ pub(crate) fn cloexec_from(first: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Sets every signal but `SIGKILL`, `SIGSTOP` and `SIGPIPE` to its default action, real-time
+/// signals included: ignored dispositions survive `execve`, and whoever started the helper may
+/// have ignored some. Uses the raw system call because libc refuses the signals it reserves.
+pub(crate) fn default_signal_dispositions() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGPIPE {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads one kernel sigaction struct we own (mask size 8 bytes);
+        // the default action needs no handler or restorer.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 mod support;
 
-use clawden_sandbox::{ExecRequest, Sandbox, WorkspaceStorage};
+use clawden_sandbox::{ExecRequest, Sandbox, SandboxStatus, WorkspaceStorage};
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -443,6 +443,16 @@ async fn a_memory_bomb_is_killed_with_137() {
         .await;
     assert_eq!(out.outcome.code, 137, "{out:?}");
     assert!(!text(&out.stdout).contains("allowed"), "{out:?}");
+    // One out-of-memory kill takes the whole sandbox down (memory.oom.group on v2, the
+    // monitor's eventfd on v1).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.backend.status(&b.key).await.expect("status") == SandboxStatus::Running {
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox survived its OOM kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.finish(b).await;
 }
 

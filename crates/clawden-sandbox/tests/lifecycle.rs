@@ -277,3 +277,24 @@ async fn the_server_environment_does_not_reach_commands() {
     assert!(env.contains("HOME=/workspace"), "{env}");
     h.finish(b).await;
 }
+
+#[tokio::test]
+async fn commands_start_with_default_signal_handling() {
+    let h = harness_or_skip!();
+    let b = h.start("signals").await;
+    let out = h
+        .run(
+            &b,
+            ExecRequest::new(["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]),
+        )
+        .await;
+    assert_eq!(
+        text(&out.stdout),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        "{out:?}"
+    );
+    // A writer into a closed pipe dies of SIGPIPE, as it would outside.
+    let out = h.sh(&b, "yes | head -n 1").await;
+    assert_eq!(text(&out.stdout), "y\n");
+    h.finish(b).await;
+}

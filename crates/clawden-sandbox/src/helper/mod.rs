@@ -44,6 +44,9 @@ pub fn helper_main(args: &[OsString]) -> i32 {
         );
         return crate::EXIT_SANDBOX_FAILURE;
     }
+    // Nor any signal the parent ignored (SIGPIPE stays ignored in the helper itself, so that a
+    // vanished server cannot kill a monitor before its teardown; children reset it).
+    sys::default_signal_dispositions();
     // Nothing the parent left open may reach a sandbox.
     if let Err(e) = sys::close_from(3) {
         eprintln!("clawden-sandbox: closing inherited descriptors: {e}");

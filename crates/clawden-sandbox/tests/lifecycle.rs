@@ -298,3 +298,32 @@ async fn commands_start_with_default_signal_handling() {
     assert_eq!(text(&out.stdout), "y\n");
     h.finish(b).await;
 }
+
+#[tokio::test]
+async fn dropping_an_exec_kills_its_processes() {
+    let h = harness_or_skip!();
+    let b = h.start("cancel").await;
+    let process = h
+        .backend
+        .exec(&b.key, ExecRequest::shell("sleep 305 & sleep 306"))
+        .await
+        .expect("exec");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = h.sh(&b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    assert!(text(&before.stdout).contains("sleep 306"), "{before:?}");
+    drop(process);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = h.sh(&b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+        if !text(&left.stdout).contains("sleep") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running: {}",
+            text(&left.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.finish(b).await;
+}

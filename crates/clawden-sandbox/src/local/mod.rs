@@ -183,6 +183,7 @@ impl LocalSandboxes {
         plan.to_args(&mut args);
         command.to_args(&mut args);
         let mut cmd = self.helper("run");
+        cmd.kill_on_drop(true);
         cmd.args(args);
         cmd.stdin(stdio(request.stdin, true)?);
         cmd.stdout(stdio(request.stdout, true)?);
@@ -317,6 +318,9 @@ impl Sandbox for LocalSandboxes {
         running.target.to_args(&mut args);
         command.to_args(&mut args);
         let mut cmd = self.helper("exec");
+        // Dropping the exec (a cancelled tool call) kills the helper, and with it, through the
+        // parent-death signal, the command's whole PID namespace.
+        cmd.kill_on_drop(true);
         cmd.args(args)
             .stdin(stdio(request.stdin, false)?)
             .stdout(stdio(request.stdout, false)?)

@@ -514,19 +514,34 @@ async fn a_cpu_spin_past_the_timeout_ends_with_124() {
 async fn a_background_process_does_not_outlive_its_exec() {
     let h = harness_or_skip!();
     let b = h.start("background").await;
+    // Checked from the host, which sees every process (inside, one exec cannot see another's).
     let out = h
         .sh(
             &b,
-            "sleep 300 & setsid sleep 301 & nohup sleep 302 >/dev/null 2>&1 & echo started",
+            "sleep 30571 & setsid sleep 30572 & nohup sleep 30573 >/dev/null 2>&1 & echo started",
         )
         .await;
     assert_eq!(text(&out.stdout), "started\n");
-    let left = h.sh(&b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    let left = wait_until_gone("sleep 3057", Duration::from_secs(5)).await;
     assert!(
-        !text(&left.stdout).contains("sleep"),
-        "still running: {}",
-        text(&left.stdout)
+        left.is_empty(),
+        "still running after the exec ended: {left:?}"
     );
+    // Nor when the exec is stopped by its timeout (checked to be running first).
+    let spin = h.run(
+        &b,
+        ExecRequest::shell("sleep 30581 & setsid sleep 30582 & while :; do :; done")
+            .with_timeout(Duration::from_millis(1500)),
+    );
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        host_processes_with("sleep 3058").len()
+    };
+    let (out, seen) = tokio::join!(spin, watch);
+    assert_eq!(out.outcome.code, 124, "{out:?}");
+    assert_eq!(seen, 2, "the background jobs never started");
+    let left = wait_until_gone("sleep 3058", Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "still running after the timeout: {left:?}");
     h.finish(b).await;
 }
 

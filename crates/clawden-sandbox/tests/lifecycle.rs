@@ -305,25 +305,20 @@ async fn dropping_an_exec_kills_its_processes() {
     let b = h.start("cancel").await;
     let process = h
         .backend
-        .exec(&b.key, ExecRequest::shell("sleep 305 & sleep 306"))
+        .exec(&b.key, ExecRequest::shell("sleep 30561 & sleep 30562"))
         .await
         .expect("exec");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = h.sh(&b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
-    assert!(text(&before.stdout).contains("sleep 306"), "{before:?}");
+    assert_eq!(
+        host_processes_with("sleep 3056").len(),
+        2,
+        "the exec did not start"
+    );
     drop(process);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = h.sh(&b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
-        if !text(&left.stdout).contains("sleep") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running: {}",
-            text(&left.stdout)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let left = wait_until_gone("sleep 3056", Duration::from_secs(5)).await;
+    assert!(
+        left.is_empty(),
+        "still running after the exec was dropped: {left:?}"
+    );
     h.finish(b).await;
 }

@@ -197,3 +197,36 @@ pub fn assert_eperm(verdict: &str, what: &str) {
         "{what} was not refused by the sandbox: {verdict}"
     );
 }
+
+/// Host pids whose command line starts with `marker`. The tests look from the host: inside, each
+/// exec is its own Landlock domain and cannot see the processes of another.
+pub fn host_processes_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.starts_with(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Waits up to `limit` for no host process to match `marker`.
+pub async fn wait_until_gone(marker: &str, limit: std::time::Duration) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = host_processes_with(marker);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -75,34 +75,66 @@ async fn sandbox_cannot_reach_the_data_dir_or_master_key() {
 }
 
 #[tokio::test]
-async fn members_cannot_read_each_others_workspaces() {
+async fn members_and_instances_cannot_read_each_others_workspaces() {
     let h = harness_or_skip!();
-    let alice = h.start("alice").await;
-    let bob = h.start("bob").await;
-    h.backend
-        .write_file(&bob.key, Path::new("diary-bob.txt"), b"BOB-PRIVATE-0815")
-        .await
-        .expect("write");
-    let script = format!(
-        "cat {}/diary-bob.txt; find / -path /proc -prune -o -name diary-bob.txt -print; \
-         cat /proc/*/root/workspace/diary-bob.txt; echo done",
-        h.workspace(&bob).display()
-    );
-    let out = h
-        .run(
-            &alice,
-            ExecRequest::shell(&script).with_timeout(Duration::from_secs(60)),
+    let team = clawden_core::InstanceId::new();
+    let key = |instance, member| clawden_sandbox::SandboxKey { instance, member };
+    let (d, l) = (WorkspaceStorage::Directory, small_limits);
+    // Alice and Bob are members of the same team instance; Carol has an instance of her own.
+    let alice = h
+        .start_key(
+            "alice",
+            key(team, clawden_core::UserId::new()),
+            d.clone(),
+            l(),
         )
         .await;
-    let stdout = text(&out.stdout);
-    assert!(stdout.ends_with("done\n"), "{stdout}");
-    assert!(!stdout.contains("BOB-PRIVATE-0815"), "{stdout}");
-    assert!(!stdout.contains("diary-bob.txt"), "{stdout}");
-    // Bob still sees his own file, so the write really happened.
-    let own = h.sh(&bob, "cat /workspace/diary-bob.txt").await;
-    assert_eq!(text(&own.stdout), "BOB-PRIVATE-0815");
+    let bob = h
+        .start_key(
+            "bob",
+            key(team, clawden_core::UserId::new()),
+            d.clone(),
+            l(),
+        )
+        .await;
+    let carol = h
+        .start_key(
+            "carol",
+            key(clawden_core::InstanceId::new(), clawden_core::UserId::new()),
+            d,
+            l(),
+        )
+        .await;
+    for (owner, file, secret) in [
+        (&bob, "diary-bob.txt", "BOB-PRIVATE-0815"),
+        (&carol, "diary-carol.txt", "CAROL-PRIVATE-0816"),
+    ] {
+        h.backend
+            .write_file(&owner.key, Path::new(file), secret.as_bytes())
+            .await
+            .expect("write");
+        let script = format!(
+            "cat {}/{file}; find / -path /proc -prune -o -name {file} -print; \
+             cat /proc/*/root/workspace/{file}; echo done",
+            h.workspace(owner).display()
+        );
+        let out = h
+            .run(
+                &alice,
+                ExecRequest::shell(&script).with_timeout(Duration::from_secs(60)),
+            )
+            .await;
+        let stdout = text(&out.stdout);
+        assert!(stdout.ends_with("done\n"), "{stdout}");
+        assert!(!stdout.contains(secret), "{stdout}");
+        assert!(!stdout.contains(file), "{stdout}");
+        // The owner still sees the file, so the write really happened.
+        let own = h.sh(owner, &format!("cat /workspace/{file}")).await;
+        assert_eq!(text(&own.stdout), secret);
+    }
     h.finish(alice).await;
     h.finish(bob).await;
+    h.finish(carol).await;
 }
 
 #[tokio::test]

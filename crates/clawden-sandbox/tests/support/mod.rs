@@ -98,6 +98,17 @@ impl Harness {
             instance: InstanceId::new(),
             member: UserId::new(),
         };
+        self.start_key(name, key, storage, limits).await
+    }
+
+    /// Starts the sandbox of a given (instance, member).
+    pub async fn start_key(
+        &self,
+        name: &str,
+        key: SandboxKey,
+        storage: WorkspaceStorage,
+        limits: Limits,
+    ) -> Sbx {
         let config = self.config(name, storage, limits);
         if let Err(e) = self.backend.start(&key, &config).await {
             panic!("starting sandbox {name}: {e}");

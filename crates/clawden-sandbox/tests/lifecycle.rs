@@ -265,6 +265,7 @@ async fn a_one_shot_run_builds_and_removes_its_sandbox() {
         .await
         .expect("run");
     assert_eq!(outcome.code, 124);
+    h.backend.destroy(&key, &config).await.expect("destroy");
 }
 
 #[tokio::test]

@@ -1,0 +1,1 @@
+//! Building what a provider receives (in progress).

@@ -186,6 +186,6 @@ mod tests {
             None
         );
         assert_eq!(identity_name("no name here"), None);
-        assert_eq!(default_files("  ")[3].1.contains("**Name:** Claw"), true);
+        assert!(default_files("  ")[3].1.contains("**Name:** Claw"));
     }
 }

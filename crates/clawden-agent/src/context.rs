@@ -5,14 +5,14 @@
 //!   heading, then a `## Skills` list with each skill's name and description (and its body
 //!   when it is small). `HEARTBEAT.md` is left out: it is for heartbeat runs, not chat.
 //! - [`trim_history`]: the most recent whole turns of the conversation that fit a token
-//!   budget ([`estimate_tokens`]: about four characters a token).
+//!   budget ([`crate::provider::estimate_tokens`]: about four characters a token).
 //! - [`from_client_messages`] and [`with_client_context`]: the OpenAI-compatible endpoint's
 //!   rule — the agent's own system prompt always comes first; the client's `system` (and
 //!   `developer`) messages are appended below it, labelled as user-supplied context; client
 //!   tool definitions, tool calls and `tool` messages are dropped (tools run only server-side).
 //! - [`build_request`]: all of it together as a [`ChatRequest`].
 
-use crate::provider::{estimate_tokens, ChatMessage, ChatRequest, ToolDefinition};
+use crate::provider::{ChatMessage, ChatRequest, ToolDefinition};
 use crate::workspace::{identity_name, parse_skill, WorkspacePath};
 
 /// One stored workspace file, as the store hands it over.

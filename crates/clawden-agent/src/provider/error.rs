@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 /// Why a provider call failed.
 ///
 /// Every `Display` text is safe to show the user; strings carried in variants were cleaned by
-/// [`scrub`] (the key and any piece of it removed, control characters dropped, length capped),
+/// clawden (the key and any piece of it removed, control characters dropped, length capped),
 /// so `Debug` is safe to log too.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -287,3 +287,20 @@ async fn remote_plain_http_base_url_is_refused() {
     let error = BaseUrl::parse("http://api.anthropic.com").expect_err("refused");
     assert!(matches!(error, ProviderError::Config { .. }));
 }
+
+#[tokio::test]
+async fn redirects_are_never_followed_so_the_key_stays_with_the_configured_host() {
+    let elsewhere = serve(vec![Scripted::Stream(tiny_chunks(&text_reply_frames()))]).await;
+    let fake = serve(vec![Scripted::Status {
+        status: 307,
+        headers: vec![("location", format!("{}/v1/messages", elsewhere.base))],
+        body: String::new(),
+    }])
+    .await;
+    let error = provider(&fake.base)
+        .complete(&request(), Some(&key("k")))
+        .await
+        .expect_err("redirect refused");
+    assert_eq!(error.to_string(), "provider error: HTTP 307");
+    assert!(elsewhere.requests().is_empty());
+}

@@ -409,6 +409,73 @@ mod tests {
     use super::*;
     use crate::provider::ToolDefinition;
 
+    fn feed(decoder: &mut AnthropicDecoder, events: &[Value]) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        for data in events {
+            let event = SseEvent {
+                event: data["type"].as_str().map(str::to_owned),
+                data: data.to_string(),
+                id: None,
+            };
+            out.extend(decoder.on_event(event).expect("valid event"));
+        }
+        out
+    }
+
+    #[test]
+    fn thinking_blocks_and_unknown_events_are_skipped() {
+        let mut decoder = AnthropicDecoder::new(SecretString::from("k"));
+        let out = feed(
+            &mut decoder,
+            &[
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 3}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+                json!({"type": "brand_new_event", "whatever": 1}),
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "hi"}}),
+                json!({"type": "content_block_stop", "index": 1}),
+                json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 7}}),
+                json!({"type": "message_stop"}),
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                StreamEvent::TextDelta("hi".into()),
+                StreamEvent::Usage(Usage {
+                    input_tokens: 3,
+                    output_tokens: 7
+                }),
+                StreamEvent::Finish(StopReason::MaxTokens),
+            ]
+        );
+        assert!(decoder.is_done());
+    }
+
+    #[test]
+    fn invalid_tool_json_is_a_protocol_error() {
+        let mut decoder = AnthropicDecoder::new(SecretString::from("k"));
+        feed(
+            &mut decoder,
+            &[
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "exec", "input": {}}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"a\": "}}),
+            ],
+        );
+        let stop = SseEvent {
+            event: None,
+            data: json!({"type": "content_block_stop", "index": 0}).to_string(),
+            id: None,
+        };
+        assert!(matches!(
+            decoder.on_event(stop),
+            Err(ProviderError::Protocol { .. })
+        ));
+    }
+
     #[test]
     fn default_base_url_is_valid() {
         assert!(BaseUrl::parse(DEFAULT_BASE_URL).is_ok());

@@ -304,3 +304,22 @@ async fn redirects_are_never_followed_so_the_key_stays_with_the_configured_host(
     assert_eq!(error.to_string(), "provider error: HTTP 307");
     assert!(elsewhere.requests().is_empty());
 }
+
+#[tokio::test]
+async fn anthropic_overloaded_error_before_any_event_is_retried() {
+    let overloaded = anthropic_frames(&[
+        message_start(10),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ]);
+    let fake = serve(vec![
+        Scripted::Stream(tiny_chunks(&overloaded)),
+        Scripted::Stream(tiny_chunks(&text_reply_frames())),
+    ])
+    .await;
+    let reply = provider(&fake.base)
+        .complete(&request(), Some(&key("k")))
+        .await
+        .expect("retried and succeeded");
+    assert!(reply.text.starts_with("Hello"));
+    assert_eq!(fake.requests().len(), 2);
+}

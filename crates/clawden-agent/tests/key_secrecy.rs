@@ -187,7 +187,7 @@ async fn provider_key_never_appears_in_errors_or_logs() {
 
     let logs = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
     assert!(
-        logs.contains("provider call failed"),
+        logs.contains("provider call refused"),
         "logging was captured"
     );
     assert_clean("logs", &logs);

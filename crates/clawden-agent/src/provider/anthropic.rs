@@ -21,9 +21,9 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::error::ProviderError;
-use super::http::{build_client, error_from_stream, secret_header, send_with_retry};
+use super::http::{build_client, error_from_stream, secret_header};
 use super::sse::SseEvent;
-use super::stream::{sse_event_stream, Decoder};
+use super::stream::{open_stream, Decoder};
 use super::{
     BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason,
     StreamEvent, ToolCall, Usage,
@@ -103,20 +103,21 @@ impl Provider for AnthropicProvider {
         let key = key.ok_or(ProviderError::MissingKey)?;
         let key_header = secret_header("", key)?;
         let body = request_body(request);
-        let response = send_with_retry("anthropic", &self.http, Some(key), || {
-            self.client
-                .post(self.endpoint.clone())
-                .header("x-api-key", key_header.clone())
-                .header("anthropic-version", API_VERSION)
-                .header(ACCEPT, "text/event-stream")
-                .json(&body)
-        })
-        .await?;
-        Ok(sse_event_stream(
-            response,
-            AnthropicDecoder::new(key.clone()),
-            self.http.idle_timeout,
-        ))
+        open_stream(
+            "anthropic",
+            &self.http,
+            Some(key),
+            || {
+                self.client
+                    .post(self.endpoint.clone())
+                    .header("x-api-key", key_header.clone())
+                    .header("anthropic-version", API_VERSION)
+                    .header(ACCEPT, "text/event-stream")
+                    .json(&body)
+            },
+            || AnthropicDecoder::new(key.clone()),
+        )
+        .await
     }
 }
 

@@ -127,8 +127,9 @@ impl Default for HttpSettings {
     }
 }
 
-/// Retries of calls the provider refused with 408, 409, 429 or 5xx, or that could not
-/// connect. A call is retried only before any byte of its reply stream was delivered.
+/// Retries of calls the provider refused with 408, 409, 429 or 5xx, that could not connect,
+/// or whose stream reported a provider error before its first event. A call is retried only
+/// while nothing of its reply has been delivered to the caller; timeouts are not retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetrySettings {
     /// Retries after the first attempt. Default 2; 0 disables retries.
@@ -157,7 +158,7 @@ impl Default for RetrySettings {
 
 impl RetrySettings {
     /// The backoff before retry number `attempt` (0-based), without `Retry-After`.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(16));
         let full = self
             .initial_backoff
@@ -225,70 +226,78 @@ pub(crate) fn secret_header(
 /// The most bytes of an error response body read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Sends a request built by `make`, retrying as `settings.retry` allows; returns the first
-/// successful (2xx) response, or the mapped error.
-pub(crate) async fn send_with_retry(
+/// A call that did not produce a 2xx response, with what the retry logic needs to know.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// The clean error.
+    pub(crate) error: ProviderError,
+    /// Whether trying again could help.
+    pub(crate) retryable: bool,
+    /// The wait the provider asked for.
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// Sends one request built by `make`; returns the response if it is a 2xx one.
+pub(crate) async fn send_once(
     provider: &'static str,
     settings: &HttpSettings,
     key: Option<&SecretString>,
-    make: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response, ProviderError> {
-    let retry = &settings.retry;
-    let mut attempt: u32 = 0;
-    loop {
-        let sent = tokio::time::timeout(settings.idle_timeout, make().send()).await;
-        let response = match sent {
-            Err(_) => return Err(ProviderError::Timeout),
-            Ok(Err(err)) => {
-                if err.is_connect() && !err.is_timeout() && attempt < retry.max_retries {
-                    let delay = retry.backoff(attempt);
-                    tracing::warn!(
-                        provider,
-                        attempt = attempt + 1,
-                        delay_ms = delay.as_millis() as u64,
-                        "provider unreachable; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                    continue;
-                }
-                return Err(map_transport_error(&err));
-            }
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
+    make: &impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, Refused> {
+    let response = match tokio::time::timeout(settings.idle_timeout, make().send()).await {
+        Err(_) => {
+            return Err(Refused {
+                error: ProviderError::Timeout,
+                retryable: false,
+                retry_after: None,
+            })
         }
-        let retry_after = retry_after(response.headers());
-        if should_retry(status, response.headers()) && attempt < retry.max_retries {
-            let delay = match retry_after {
-                Some(asked) if asked > retry.max_retry_after => None,
-                Some(asked) => Some(asked),
-                None => Some(retry.backoff(attempt)),
-            };
-            if let Some(delay) = delay {
-                tracing::warn!(
-                    provider,
-                    http.status = status.as_u16(),
-                    attempt = attempt + 1,
-                    delay_ms = delay.as_millis() as u64,
-                    "provider refused the call; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-                continue;
-            }
+        Ok(Err(err)) => {
+            return Err(Refused {
+                error: map_transport_error(&err),
+                // Only a failed connection is surely not a call the provider started working on.
+                retryable: err.is_connect() && !err.is_timeout(),
+                retry_after: None,
+            });
         }
-        let body = read_error_body(response, settings.idle_timeout).await;
-        let error = error_from_status(status.as_u16(), &body, retry_after, key);
-        tracing::info!(
-            provider,
-            http.status = status.as_u16(),
-            error.code = error.code(),
-            "provider call failed"
-        );
-        return Err(error);
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = retry_after(response.headers());
+    let retryable = should_retry(status, response.headers());
+    let body = read_error_body(response, settings.idle_timeout).await;
+    let error = error_from_status(status.as_u16(), &body, retry_after, key);
+    tracing::info!(
+        provider,
+        http.status = status.as_u16(),
+        error.code = error.code(),
+        "provider call refused"
+    );
+    Err(Refused {
+        error,
+        retryable,
+        retry_after,
+    })
+}
+
+/// How long to wait before retry number `attempt` (0-based) of a refused call, or `None`
+/// when it must not be retried (not retryable, retries spent, or the provider asked for a
+/// longer wait than [`RetrySettings::max_retry_after`]).
+pub(crate) fn retry_delay(
+    retry: &RetrySettings,
+    attempt: u32,
+    refused: &Refused,
+) -> Option<Duration> {
+    if !refused.retryable || attempt >= retry.max_retries {
+        return None;
+    }
+    match refused.retry_after {
+        Some(asked) if asked > retry.max_retry_after => None,
+        Some(asked) => Some(asked),
+        None => Some(retry.backoff(attempt)),
     }
 }
 

@@ -23,9 +23,9 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::error::ProviderError;
-use super::http::{build_client, error_from_stream, secret_header, send_with_retry};
+use super::http::{build_client, error_from_stream, secret_header};
 use super::sse::SseEvent;
-use super::stream::{sse_event_stream, Decoder};
+use super::stream::{open_stream, Decoder};
 use super::{
     BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason,
     StreamEvent, ToolCall, Usage,
@@ -125,23 +125,24 @@ impl Provider for OpenAiProvider {
         }
         let auth = key.map(|k| secret_header("Bearer ", k)).transpose()?;
         let body = request_body(request, self.max_tokens_field);
-        let response = send_with_retry("openai", &self.http, key, || {
-            let builder = self
-                .client
-                .post(self.endpoint.clone())
-                .header(ACCEPT, "text/event-stream")
-                .json(&body);
-            match &auth {
-                Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
-                None => builder,
-            }
-        })
-        .await?;
-        Ok(sse_event_stream(
-            response,
-            OpenAiDecoder::new(key.cloned()),
-            self.http.idle_timeout,
-        ))
+        open_stream(
+            "openai",
+            &self.http,
+            key,
+            || {
+                let builder = self
+                    .client
+                    .post(self.endpoint.clone())
+                    .header(ACCEPT, "text/event-stream")
+                    .json(&body);
+                match &auth {
+                    Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
+                    None => builder,
+                }
+            },
+            || OpenAiDecoder::new(key.cloned()),
+        )
+        .await
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use secrecy::SecretString;
 
 use super::error::ProviderError;
-use super::http::map_transport_error;
+use super::http::{map_transport_error, retry_delay, send_once, HttpSettings, Refused};
 use super::sse::{SseEvent, SseParser};
 use super::{EventStream, StreamEvent};
 
@@ -114,4 +115,61 @@ pub(crate) fn sse_event_stream<D: Decoder>(
             }
         }
     }))
+}
+
+/// Sends a streaming call and waits for its first reply event, retrying as `settings.retry`
+/// allows while nothing has been delivered: on a retryable HTTP refusal (408, 409, 429, 5xx),
+/// a failed connection, or a provider error reported in the stream before its first event
+/// (Anthropic may answer 200 and then an `overloaded_error` event). Once the first event is
+/// in hand, the stream is returned and no later failure is retried.
+pub(crate) async fn open_stream<D: Decoder>(
+    provider: &'static str,
+    settings: &HttpSettings,
+    key: Option<&SecretString>,
+    make: impl Fn() -> reqwest::RequestBuilder,
+    new_decoder: impl Fn() -> D,
+) -> Result<EventStream, ProviderError> {
+    let mut attempt: u32 = 0;
+    loop {
+        let refused = match send_once(provider, settings, key, &make).await {
+            Ok(response) => {
+                let mut events = sse_event_stream(response, new_decoder(), settings.idle_timeout);
+                match events.next().await {
+                    Some(Ok(first)) => {
+                        let first = futures::stream::once(async move { Ok(first) });
+                        return Ok(Box::pin(first.chain(events)));
+                    }
+                    Some(Err(error)) => Refused {
+                        retryable: matches!(
+                            error,
+                            ProviderError::Upstream { .. }
+                                | ProviderError::RateLimited { .. }
+                                | ProviderError::Truncated
+                        ),
+                        error,
+                        retry_after: None,
+                    },
+                    // A decoded stream always ends with `Finish` or an error; be total anyway.
+                    None => Refused {
+                        error: ProviderError::Truncated,
+                        retryable: true,
+                        retry_after: None,
+                    },
+                }
+            }
+            Err(refused) => refused,
+        };
+        let Some(delay) = retry_delay(&settings.retry, attempt, &refused) else {
+            return Err(refused.error);
+        };
+        tracing::warn!(
+            provider,
+            error.code = refused.error.code(),
+            attempt = attempt + 1,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "provider call failed before replying; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
 }

@@ -94,6 +94,20 @@ impl fmt::Display for BaseUrl {
     }
 }
 
+impl TryFrom<String> for BaseUrl {
+    type Error = ProviderError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for BaseUrl {
     type Err = ProviderError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

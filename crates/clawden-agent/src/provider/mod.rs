@@ -23,6 +23,7 @@ mod stream;
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt};
@@ -248,6 +249,30 @@ pub trait Provider: Send + Sync + fmt::Debug {
     }
 }
 
+/// Which provider an operator configured, with its settings.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    /// Anthropic's Messages API.
+    Anthropic(anthropic::AnthropicSettings),
+    /// OpenAI's Chat Completions API or an OpenAI-compatible server.
+    OpenAi(openai::OpenAiSettings),
+    /// The offline demo provider.
+    Demo,
+}
+
+impl ProviderConfig {
+    /// Builds the provider, ready to be shared by the server.
+    pub fn build(self) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(match self {
+            ProviderConfig::Anthropic(settings) => {
+                Arc::new(anthropic::AnthropicProvider::new(settings)?)
+            }
+            ProviderConfig::OpenAi(settings) => Arc::new(openai::OpenAiProvider::new(settings)?),
+            ProviderConfig::Demo => Arc::new(demo::DemoProvider::new()),
+        })
+    }
+}
+
 /// Reads a stream to its end and assembles the [`Reply`].
 ///
 /// Fails with the stream's first error, or with [`ProviderError::Truncated`] when the stream
@@ -281,4 +306,42 @@ pub async fn collect_reply(mut stream: EventStream) -> Result<Reply, ProviderErr
 /// to send; the provider's own counts in [`Usage`] are what quotas charge.
 pub fn estimate_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_provider_builds_as_a_shared_trait_object() {
+        let providers: Vec<Arc<dyn Provider>> = vec![
+            ProviderConfig::Anthropic(anthropic::AnthropicSettings::default())
+                .build()
+                .expect("anthropic"),
+            ProviderConfig::OpenAi(openai::OpenAiSettings::default())
+                .build()
+                .expect("openai"),
+            ProviderConfig::Demo.build().expect("demo"),
+        ];
+        let names: Vec<_> = providers.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["anthropic", "openai", "demo"]);
+        assert!(providers[0].requires_key() && providers[1].requires_key());
+        assert!(!providers[2].requires_key());
+        // A remote provider without a key refuses before sending anything.
+        let request = ChatRequest::default();
+        assert_eq!(
+            providers[0].complete(&request, None).await,
+            Err(ProviderError::MissingKey)
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let mut settings = openai::OpenAiSettings::default();
+        settings.http.idle_timeout = std::time::Duration::ZERO;
+        assert!(matches!(
+            ProviderConfig::OpenAi(settings).build(),
+            Err(ProviderError::Config { .. })
+        ));
+    }
 }

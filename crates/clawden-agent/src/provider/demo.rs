@@ -65,6 +65,10 @@ impl DemoProvider {
                         StopReason::ToolUse,
                     )
                 }
+                Some(_) if offers_exec => (
+                    format!("{DEMO_LABEL} Type a command after `!` to run it with the exec tool."),
+                    StopReason::EndTurn,
+                ),
                 Some(_) => (
                     format!(
                         "{DEMO_LABEL} I'm {name}. Messages starting with `!` run a command with \

@@ -80,6 +80,12 @@ pub enum WorkspaceFileError {
         /// The total after the change.
         total: usize,
     },
+    /// The same path twice in one set of files (an import).
+    #[error("{path} appears twice")]
+    DuplicateFile {
+        /// The file.
+        path: String,
+    },
     /// A `SKILL.md` frontmatter problem.
     #[error("{path}: {error}")]
     Frontmatter {
@@ -159,12 +165,72 @@ pub fn check_workspace_total<'a>(
     }
 }
 
+/// Checks a whole set of files at once (an import, or a workspace folder): every path, every
+/// file's content, no path twice, and the total. Returns the files as text, in the given order.
+pub fn validate_workspace<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<(WorkspacePath, &'a str)>, WorkspaceFileError> {
+    let mut out: Vec<(WorkspacePath, &'a str)> = Vec::new();
+    let mut total: usize = 0;
+    for (raw, content) in files {
+        let path = WorkspacePath::parse(raw)?;
+        let text = validate_file(&path, content)?;
+        if out.iter().any(|(p, _)| *p == path) {
+            return Err(WorkspaceFileError::DuplicateFile {
+                path: path.as_path(),
+            });
+        }
+        total = total.saturating_add(char_count(text));
+        if total > MAX_TOTAL_CHARS {
+            return Err(WorkspaceFileError::WorkspaceTooLarge { total });
+        }
+        out.push((path, text));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn skill(name: &str) -> WorkspacePath {
         WorkspacePath::parse(&format!("skills/{name}/SKILL.md")).expect("valid")
+    }
+
+    #[test]
+    fn a_whole_workspace_is_checked_at_once() {
+        let files = default_files("Pinchy");
+        let owned: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|(p, c)| (p.as_path(), c.clone().into_bytes()))
+            .collect();
+        let borrowed = owned.iter().map(|(p, c)| (p.as_str(), c.as_slice()));
+        assert_eq!(validate_workspace(borrowed).map(|v| v.len()), Ok(7));
+
+        let twice = [("SOUL.md", &b"a"[..]), ("SOUL.md", &b"b"[..])];
+        assert_eq!(
+            validate_workspace(twice),
+            Err(WorkspaceFileError::DuplicateFile {
+                path: "SOUL.md".into()
+            })
+        );
+        let big = "a".repeat(MAX_FILE_CHARS);
+        let too_much = [
+            ("SOUL.md", big.as_bytes()),
+            ("AGENTS.md", big.as_bytes()),
+            ("USER.md", big.as_bytes()),
+            ("TOOLS.md", &b"x"[..]),
+        ];
+        assert_eq!(
+            validate_workspace(too_much),
+            Err(WorkspaceFileError::WorkspaceTooLarge {
+                total: MAX_TOTAL_CHARS + 1
+            })
+        );
+        assert_eq!(
+            validate_workspace([("../SOUL.md", &b"x"[..])]),
+            Err(WorkspaceFileError::DotSegment)
+        );
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl std::str::FromStr for BaseUrl {
 pub struct HttpSettings {
     /// Time allowed to open the TCP and TLS connection. Default 10 s.
     pub connect_timeout: Duration,
-    /// Time allowed for one whole call, from sending to the last byte of the stream.
+    /// Time allowed for one attempt of a call, from sending to the last byte of the stream.
     /// Default 10 min (long replies stream for minutes).
     pub request_timeout: Duration,
     /// Longest silence allowed between two chunks of a streamed reply (and before the

@@ -1,1 +1,16 @@
-//! The agent runtime (built in the agents issue).
+//! The agent runtime of clawden.
+//!
+//! This crate holds the parts of an agent that do not need the store or the sandbox:
+//!
+//! - [`provider`]: one streaming [`provider::Provider`] trait and clients of the real wire
+//!   protocols of Anthropic's Messages API, OpenAI's Chat Completions (and every
+//!   OpenAI-compatible server such as Ollama, vLLM or llama.cpp), plus the offline `demo`
+//!   provider that needs no key.
+//! - [`context`]: pure functions that turn an instance's workspace files and its recent
+//!   conversation into the request a provider receives.
+//! - [`workspace`]: the rules for the OpenClaw workspace files (which paths exist, size caps,
+//!   UTF-8, `SKILL.md` frontmatter, default contents, which files the agent may never rewrite).
+
+pub mod context;
+pub mod provider;
+pub mod workspace;

@@ -32,9 +32,8 @@ pub fn redact(line: &str) -> String {
                 }
             }
             for scheme in ["Bearer ", "bearer "] {
-                if rest.starts_with(scheme) {
-                    let body =
-                        rest[scheme.len()..].bytes().take_while(|b| !b.is_ascii_whitespace() && *b != b'"').count();
+                if let Some(after) = rest.strip_prefix(scheme) {
+                    let body = after.bytes().take_while(|b| !b.is_ascii_whitespace() && *b != b'"').count();
                     if body > 0 {
                         out.push_str(scheme);
                         out.push_str("[redacted]");

@@ -489,6 +489,7 @@ async fn bcrypt_imported_password_is_rehashed_on_login() {
                 instance_name: "My agent".into(),
                 now: 0,
                 invite: None,
+                gateway_token: app.state.keyring.hasher().hash("gateway", "unused-first-token"),
             },
             clawden_store::AuditEvent {
                 chain: clawden_store::AuditChain::System,

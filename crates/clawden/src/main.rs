@@ -110,6 +110,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The sandbox helper must run before any thread or runtime exists: it unshares namespaces,
+    // which a multi-threaded process cannot do.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == clawden_sandbox::HELPER_SUBCOMMAND) {
+        let code = clawden_sandbox::helper_main(args.get(2..).unwrap_or_default());
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,6 +1,6 @@
 //! The agent runtime of clawden.
 //!
-//! This crate holds the parts of an agent that do not need the store or the sandbox:
+//! This crate holds the agent's parts:
 //!
 //! - [`provider`]: one streaming [`provider::Provider`] trait and clients of the real wire
 //!   protocols of Anthropic's Messages API, OpenAI's Chat Completions (and every
@@ -8,9 +8,12 @@
 //!   provider that needs no key.
 //! - [`context`]: pure functions that turn an instance's workspace files and its recent
 //!   conversation into the request a provider receives.
+//! - [`runtime`]: one chat turn: the user's message stored and counted, the context built
+//!   from the store, the provider streamed, the reply stored.
 //! - [`workspace`]: the rules for the OpenClaw workspace files (which paths exist, size caps,
 //!   UTF-8, `SKILL.md` frontmatter, default contents, which files the agent may never rewrite).
 
 pub mod context;
 pub mod provider;
+pub mod runtime;
 pub mod workspace;

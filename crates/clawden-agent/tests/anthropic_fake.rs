@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use clawden_agent::provider::anthropic::{AnthropicProvider, AnthropicSettings};
 use clawden_agent::provider::{
-    collect_reply, BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError, StopReason,
-    StreamEvent, ToolDefinition,
+    collect_reply, BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError, StopReason, StreamEvent, ToolDefinition,
 };
 use common::{anthropic_frames, fast_http, key, serve, tiny_chunks, Scripted};
 use futures::StreamExt;
@@ -57,14 +56,8 @@ fn text_reply_frames() -> String {
 #[tokio::test]
 async fn anthropic_plain_text_reply_in_tiny_chunks() {
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&text_reply_frames()))]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("sk-ant-test-key")))
-        .await
-        .expect("reply");
-    assert_eq!(
-        reply.text,
-        "Hello, I'm Pinchy \u{1f99e} \u{2014} caf\u{e9}!"
-    );
+    let reply = provider(&fake.base).complete(&request(), Some(&key("sk-ant-test-key"))).await.expect("reply");
+    assert_eq!(reply.text, "Hello, I'm Pinchy \u{1f99e} \u{2014} caf\u{e9}!");
     assert_eq!(reply.stop_reason, StopReason::EndTurn);
     assert_eq!(reply.usage.input_tokens, 25, "input plus cached input");
     assert_eq!(reply.usage.output_tokens, 12);
@@ -81,10 +74,7 @@ async fn anthropic_plain_text_reply_in_tiny_chunks() {
     assert_eq!(sent.body["max_tokens"], 256);
     assert_eq!(sent.body["messages"][0]["content"][0]["text"], "hello");
     assert_eq!(sent.body["tools"][0]["name"], "exec");
-    assert_eq!(
-        sent.body["tools"][0]["input_schema"]["properties"]["command"]["type"],
-        "string"
-    );
+    assert_eq!(sent.body["tools"][0]["input_schema"]["properties"]["command"]["type"], "string");
 }
 
 #[tokio::test]
@@ -92,14 +82,8 @@ async fn anthropic_sse_split_at_every_byte_with_crlf() {
     let body = text_reply_frames().replace('\n', "\r\n");
     let pieces = body.as_bytes().iter().map(|b| vec![*b]).collect();
     let fake = serve(vec![Scripted::Stream(pieces)]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("reply");
-    assert_eq!(
-        reply.text,
-        "Hello, I'm Pinchy \u{1f99e} \u{2014} caf\u{e9}!"
-    );
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("reply");
+    assert_eq!(reply.text, "Hello, I'm Pinchy \u{1f99e} \u{2014} caf\u{e9}!");
 }
 
 #[tokio::test]
@@ -119,19 +103,13 @@ async fn anthropic_tool_call_arguments_split_over_several_chunks() {
         json!({"type": "message_stop"}),
     ]);
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&frames))]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("reply");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("reply");
     assert_eq!(reply.text, "Let me look.");
     assert_eq!(reply.stop_reason, StopReason::ToolUse);
     assert_eq!(reply.tool_calls.len(), 1);
     assert_eq!(reply.tool_calls[0].id, "toolu_01");
     assert_eq!(reply.tool_calls[0].name, "exec");
-    assert_eq!(
-        reply.tool_calls[0].arguments,
-        json!({"command": "ls -la /workspace"})
-    );
+    assert_eq!(reply.tool_calls[0].arguments, json!({"command": "ls -la /workspace"}));
 }
 
 #[tokio::test]
@@ -143,10 +121,7 @@ async fn anthropic_mid_stream_error_event_ends_the_stream_after_the_text_so_far(
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     ]);
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&frames))]).await;
-    let mut stream = provider(&fake.base)
-        .stream(&request(), Some(&key("k")))
-        .await
-        .expect("stream starts");
+    let mut stream = provider(&fake.base).stream(&request(), Some(&key("k"))).await.expect("stream starts");
     let mut events = Vec::new();
     while let Some(event) = stream.next().await {
         events.push(event);
@@ -170,16 +145,10 @@ async fn anthropic_429_with_retry_after_is_retried_then_succeeds() {
     ])
     .await;
     let started = Instant::now();
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("second attempt succeeds");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("second attempt succeeds");
     assert!(reply.text.starts_with("Hello"));
     assert_eq!(fake.requests().len(), 2, "one retry");
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After honoured"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
 }
 
 #[tokio::test]
@@ -187,20 +156,11 @@ async fn anthropic_retry_after_longer_than_allowed_is_not_waited_for() {
     let fake = serve(vec![Scripted::Status {
         status: 429,
         headers: vec![("retry-after", "120".to_owned())],
-        body: r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
-            .to_owned(),
+        body: r#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#.to_owned(),
     }])
     .await;
-    let error = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect_err("rate limited");
-    assert_eq!(
-        error,
-        ProviderError::RateLimited {
-            retry_after: Some(Duration::from_secs(120))
-        }
-    );
+    let error = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect_err("rate limited");
+    assert_eq!(error, ProviderError::RateLimited { retry_after: Some(Duration::from_secs(120)) });
     assert_eq!(error.to_string(), "rate limited by the provider");
     assert_eq!(fake.requests().len(), 1);
 }
@@ -210,14 +170,10 @@ async fn anthropic_overloaded_529_is_retried_a_bounded_number_of_times() {
     let fake = serve(vec![Scripted::Status {
         status: 529,
         headers: vec![],
-        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
-            .to_owned(),
+        body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_owned(),
     }])
     .await;
-    let error = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect_err("still overloaded");
+    let error = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect_err("still overloaded");
     assert_eq!(error.to_string(), "provider error: overloaded");
     assert_eq!(fake.requests().len(), 3, "first attempt and two retries");
 }
@@ -230,10 +186,7 @@ async fn anthropic_401_is_a_clean_error_and_not_retried() {
         body: r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#.to_owned(),
     }])
     .await;
-    let error = provider(&fake.base)
-        .complete(&request(), Some(&key("sk-ant-wrong")))
-        .await
-        .expect_err("unauthorized");
+    let error = provider(&fake.base).complete(&request(), Some(&key("sk-ant-wrong"))).await.expect_err("unauthorized");
     assert_eq!(error, ProviderError::Unauthorized);
     assert_eq!(error.to_string(), "the AI provider rejected the API key");
     assert_eq!(fake.requests().len(), 1);
@@ -242,10 +195,7 @@ async fn anthropic_401_is_a_clean_error_and_not_retried() {
 #[tokio::test]
 async fn anthropic_without_a_key_sends_nothing() {
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&text_reply_frames()))]).await;
-    let error = provider(&fake.base)
-        .complete(&request(), None)
-        .await
-        .expect_err("no key");
+    let error = provider(&fake.base).complete(&request(), None).await.expect_err("no key");
     assert_eq!(error, ProviderError::MissingKey);
     assert!(fake.requests().is_empty());
 }
@@ -258,10 +208,7 @@ async fn anthropic_stream_cut_before_message_stop_is_truncated() {
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Half"}}),
     ]);
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&frames))]).await;
-    let stream = provider(&fake.base)
-        .stream(&request(), Some(&key("k")))
-        .await
-        .expect("starts");
+    let stream = provider(&fake.base).stream(&request(), Some(&key("k"))).await.expect("starts");
     assert_eq!(collect_reply(stream).await, Err(ProviderError::Truncated));
 }
 
@@ -274,10 +221,7 @@ async fn anthropic_silent_stream_hits_the_idle_timeout() {
     settings.http.idle_timeout = Duration::from_millis(300);
     let provider = AnthropicProvider::new(settings).expect("builds");
     let started = Instant::now();
-    let error = provider
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect_err("times out");
+    let error = provider.complete(&request(), Some(&key("k"))).await.expect_err("times out");
     assert_eq!(error, ProviderError::Timeout);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -297,10 +241,7 @@ async fn redirects_are_never_followed_so_the_key_stays_with_the_configured_host(
         body: String::new(),
     }])
     .await;
-    let error = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect_err("redirect refused");
+    let error = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect_err("redirect refused");
     assert_eq!(error.to_string(), "provider error: HTTP 307");
     assert!(elsewhere.requests().is_empty());
 }
@@ -311,15 +252,10 @@ async fn anthropic_overloaded_error_before_any_event_is_retried() {
         message_start(10),
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     ]);
-    let fake = serve(vec![
-        Scripted::Stream(tiny_chunks(&overloaded)),
-        Scripted::Stream(tiny_chunks(&text_reply_frames())),
-    ])
-    .await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("retried and succeeded");
+    let fake =
+        serve(vec![Scripted::Stream(tiny_chunks(&overloaded)), Scripted::Stream(tiny_chunks(&text_reply_frames()))])
+            .await;
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("retried and succeeded");
     assert!(reply.text.starts_with("Hello"));
     assert_eq!(fake.requests().len(), 2);
 }

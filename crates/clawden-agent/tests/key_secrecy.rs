@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use clawden_agent::provider::anthropic::{AnthropicProvider, AnthropicSettings};
 use clawden_agent::provider::openai::{OpenAiProvider, OpenAiSettings};
-use clawden_agent::provider::{
-    collect_reply, BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError,
-};
+use clawden_agent::provider::{collect_reply, BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError};
 use common::{fast_http, key, serve, tiny_chunks, Scripted};
 use serde_json::json;
 
@@ -24,10 +22,7 @@ fn fragments() -> Vec<String> {
 
 fn assert_clean(what: &str, text: &str) {
     for fragment in fragments() {
-        assert!(
-            !text.contains(&fragment),
-            "{what} leaks `{fragment}` of the key: {text}"
-        );
+        assert!(!text.contains(&fragment), "{what} leaks `{fragment}` of the key: {text}");
     }
 }
 
@@ -45,11 +40,7 @@ impl Write for Captured {
 }
 
 fn echo(status: u16, body: serde_json::Value) -> Scripted {
-    Scripted::Status {
-        status,
-        headers: vec![("retry-after", "120".to_owned())],
-        body: body.to_string(),
-    }
+    Scripted::Status { status, headers: vec![("retry-after", "120".to_owned())], body: body.to_string() }
 }
 
 fn request() -> ChatRequest {
@@ -64,10 +55,7 @@ fn request() -> ChatRequest {
 
 /// Everything a provider might send back that mentions the key.
 fn anthropic_scripts() -> Vec<Scripted> {
-    let said = format!(
-        "bad key {PLANTED} (ends in {})",
-        &PLANTED[PLANTED.len() - 8..]
-    );
+    let said = format!("bad key {PLANTED} (ends in {})", &PLANTED[PLANTED.len() - 8..]);
     let error = |kind: &str| json!({"type": "error", "error": {"type": kind, "message": said}});
     let mid_stream = |kind: &str| {
         Scripted::Stream(tiny_chunks(&format!(
@@ -164,12 +152,7 @@ async fn provider_key_never_appears_in_errors_or_logs() {
 
     // A key that cannot be a header value is refused without echoing it.
     let broken = key(&format!("{PLANTED}\n"));
-    errors.push(
-        openai
-            .complete(&request(), Some(&broken))
-            .await
-            .expect_err("malformed key"),
-    );
+    errors.push(openai.complete(&request(), Some(&broken)).await.expect_err("malformed key"));
 
     assert!(errors.len() > 20);
     for error in &errors {
@@ -177,18 +160,13 @@ async fn provider_key_never_appears_in_errors_or_logs() {
         assert_clean("Debug", &format!("{error:?}"));
     }
     // The errors still say something useful.
-    assert!(errors.iter().any(|e| e
-        .to_string()
-        .starts_with("the AI provider rejected the request: ")));
+    assert!(errors.iter().any(|e| e.to_string().starts_with("the AI provider rejected the request: ")));
     assert!(errors.contains(&ProviderError::MalformedKey));
 
     assert_clean("provider Debug", &format!("{anthropic:?} {openai:?}"));
     assert_clean("key Debug", &format!("{:?}", key(PLANTED)));
 
     let logs = String::from_utf8(logs.0.lock().expect("not poisoned").clone()).expect("utf-8");
-    assert!(
-        logs.contains("provider call refused"),
-        "logging was captured"
-    );
+    assert!(logs.contains("provider call refused"), "logging was captured");
     assert_clean("logs", &logs);
 }

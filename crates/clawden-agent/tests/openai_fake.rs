@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use clawden_agent::provider::openai::{OpenAiProvider, OpenAiSettings};
 use clawden_agent::provider::{
-    BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError, StopReason, StreamEvent,
-    ToolDefinition,
+    BaseUrl, ChatMessage, ChatRequest, Provider, ProviderError, StopReason, StreamEvent, ToolDefinition,
 };
 use common::{fast_http, key, openai_frames, serve, tiny_chunks, Scripted};
 use futures::StreamExt;
@@ -62,10 +61,7 @@ fn text_reply(crlf: bool) -> String {
 #[tokio::test]
 async fn openai_plain_text_reply_in_tiny_chunks() {
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&text_reply(false)))]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("sk-test-openai")))
-        .await
-        .expect("reply");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("sk-test-openai"))).await.expect("reply");
     assert_eq!(reply.text, "Hello from Pinchy \u{1f99e} caf\u{e9}");
     assert_eq!(reply.stop_reason, StopReason::EndTurn);
     assert_eq!(reply.usage.input_tokens, 31);
@@ -88,10 +84,7 @@ async fn openai_crlf_stream_split_at_every_byte() {
     let body = text_reply(true);
     let pieces = body.as_bytes().iter().map(|b| vec![*b]).collect();
     let fake = serve(vec![Scripted::Stream(pieces)]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("reply");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("reply");
     assert_eq!(reply.text, "Hello from Pinchy \u{1f99e} caf\u{e9}");
 }
 
@@ -123,10 +116,7 @@ async fn openai_tool_calls_keyed_by_index_with_arguments_in_pieces() {
         false,
     );
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&body))]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("reply");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("reply");
     assert_eq!(reply.stop_reason, StopReason::ToolUse);
     assert_eq!(reply.text, "");
     assert_eq!(reply.tool_calls.len(), 2);
@@ -144,10 +134,7 @@ async fn openai_error_chunk_mid_stream_ends_the_stream() {
         json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "code": null}})
     );
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&body))]).await;
-    let mut stream = provider(&fake.base)
-        .stream(&request(), Some(&key("k")))
-        .await
-        .expect("starts");
+    let mut stream = provider(&fake.base).stream(&request(), Some(&key("k"))).await.expect("starts");
     let mut events = Vec::new();
     while let Some(event) = stream.next().await {
         events.push(event);
@@ -164,16 +151,14 @@ async fn openai_429_with_retry_after_is_retried_then_succeeds() {
         Scripted::Status {
             status: 429,
             headers: vec![("retry-after", "1".to_owned())],
-            body: r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#.to_owned(),
+            body: r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#
+                .to_owned(),
         },
         Scripted::Stream(tiny_chunks(&text_reply(false))),
     ])
     .await;
     let started = Instant::now();
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("second attempt");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("second attempt");
     assert!(reply.text.starts_with("Hello"));
     assert_eq!(fake.requests().len(), 2);
     assert!(started.elapsed() >= Duration::from_secs(1));
@@ -191,10 +176,7 @@ async fn openai_retry_after_ms_is_honoured() {
     ])
     .await;
     let started = Instant::now();
-    provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("second attempt");
+    provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("second attempt");
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(fake.requests().len(), 2);
 }
@@ -207,10 +189,7 @@ async fn openai_401_is_a_clean_error() {
         body: r#"{"error":{"message":"Incorrect API key provided: sk-wrong. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#.to_owned(),
     }])
     .await;
-    let error = provider(&fake.base)
-        .complete(&request(), Some(&key("sk-wrong")))
-        .await
-        .expect_err("unauthorized");
+    let error = provider(&fake.base).complete(&request(), Some(&key("sk-wrong"))).await.expect_err("unauthorized");
     assert_eq!(error, ProviderError::Unauthorized);
     assert_eq!(error.to_string(), "the AI provider rejected the API key");
     assert_eq!(fake.requests().len(), 1);
@@ -219,8 +198,7 @@ async fn openai_401_is_a_clean_error() {
 #[tokio::test]
 async fn openai_compatible_local_server_needs_no_key_and_accepts_v1_base() {
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&text_reply(false)))]).await;
-    let mut settings =
-        OpenAiSettings::new(BaseUrl::parse(&format!("{}/v1", fake.base)).expect("loopback"));
+    let mut settings = OpenAiSettings::new(BaseUrl::parse(&format!("{}/v1", fake.base)).expect("loopback"));
     settings.http = fast_http();
     assert!(!settings.require_key, "loopback servers may need no key");
     let provider = OpenAiProvider::new(settings).expect("builds");
@@ -233,16 +211,10 @@ async fn openai_compatible_local_server_needs_no_key_and_accepts_v1_base() {
 
 #[tokio::test]
 async fn openai_stream_closed_after_finish_without_done_still_completes() {
-    let body = format!(
-        "data: {}\n\ndata: {}\n\n",
-        chunk(json!({"content": "ok"}), None),
-        chunk(json!({}), Some("length"))
-    );
+    let body =
+        format!("data: {}\n\ndata: {}\n\n", chunk(json!({"content": "ok"}), None), chunk(json!({}), Some("length")));
     let fake = serve(vec![Scripted::Stream(tiny_chunks(&body))]).await;
-    let reply = provider(&fake.base)
-        .complete(&request(), Some(&key("k")))
-        .await
-        .expect("complete");
+    let reply = provider(&fake.base).complete(&request(), Some(&key("k"))).await.expect("complete");
     assert_eq!(reply.stop_reason, StopReason::MaxTokens);
     assert_eq!(reply.text, "ok");
 }

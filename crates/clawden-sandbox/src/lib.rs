@@ -22,9 +22,7 @@ mod plan;
 mod probe;
 mod sys;
 
-pub use api::{
-    ExecOutcome, ExecOutput, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus,
-};
+pub use api::{ExecOutcome, ExecOutput, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus};
 pub use config::{BackendConfig, Limits, SandboxConfig, SandboxKey, WorkspaceStorage};
 pub use error::{Error, Result};
 pub use helper::{helper_main, HELPER_SUBCOMMAND};

@@ -33,6 +33,11 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password")
 }
 
+/// The files a new instance starts with.
+pub fn default_workspace() -> Vec<(String, String)> {
+    clawden_agent::workspace::default_files("Claw").into_iter().map(|(path, text)| (path.as_path(), text)).collect()
+}
+
 /// Checks an email's shape (we send no mail; this only keeps junk out).
 pub fn validate_email(email: &str) -> Result<String, ApiError> {
     let email = normalize_email(email);
@@ -110,6 +115,7 @@ pub async fn signup(
             .keyring
             .hasher()
             .hash(crate::auth::GATEWAY_DOMAIN, PlainToken::generate(crate::auth::GATEWAY_PREFIX).expose()),
+        initial_files: default_workspace(),
     };
     let ev = audit::success(state, ip, AuditChain::System, None, "auth.signup");
     let (user, instance) = state.store.create_user(&Principal::System, new, ev).await?;

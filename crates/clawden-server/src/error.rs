@@ -69,6 +69,11 @@ impl ApiError {
         e
     }
 
+    /// Sets the `Retry-After` seconds.
+    pub fn set_retry_after(&mut self, secs: u64) {
+        self.retry_after = Some(secs.max(1));
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status

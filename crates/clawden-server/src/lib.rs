@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod chat;
 pub mod client_ip;
 pub mod dashboard;
 pub mod error;
@@ -126,6 +127,15 @@ impl Server {
         let store: Arc<dyn Store> = sql.clone();
         let passwords = state::Passwords::new(PasswordHasher::owasp(), settings.auth.password_hash_concurrency);
         let limits = limits::Limiters::new(&settings.auth, clock.clone());
+        let (provider, platform_key) = chat::build_provider(&settings).map_err(SettingsError::Insecure)?;
+        let runtime = clawden_agent::runtime::Runtime::new(
+            store.clone(),
+            provider,
+            platform_key,
+            clock.clone(),
+            chat::runtime_settings(&settings),
+        );
+        let chat_limits = chat::ChatLimits::new(&settings, clock.clone());
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -134,6 +144,8 @@ impl Server {
             passwords: Arc::new(passwords),
             limits: Arc::new(limits),
             notices: gateway::TokenNotices::default(),
+            runtime: Arc::new(runtime),
+            chat: Arc::new(chat_limits),
         };
         listener.set_nonblocking(true)?;
         Ok(Self { state, listener, tls, sql })

@@ -66,6 +66,66 @@ pub struct Settings {
     /// How often background housekeeping runs (session purge, due token rotations).
     #[serde(with = "humantime_serde")]
     pub housekeeping_every: Duration,
+    /// `demo`, `anthropic` or `openai`; default: the first with a key configured, else `demo`.
+    pub provider: Option<String>,
+    /// The provider's model; default per provider.
+    pub model: Option<String>,
+    /// Platform key for Anthropic (users may bring their own).
+    #[serde(skip_serializing)]
+    pub anthropic_api_key: Option<SecretString>,
+    /// Platform key for OpenAI or an OpenAI-compatible server.
+    #[serde(skip_serializing)]
+    pub openai_api_key: Option<SecretString>,
+    /// Anthropic API base URL (operators only; `https`, or `http` on loopback).
+    pub anthropic_base_url: Option<String>,
+    /// OpenAI-compatible base URL (operators only; Ollama, vLLM, llama.cpp…).
+    pub openai_base_url: Option<String>,
+    /// Chat limits.
+    pub chat: ChatSettings,
+}
+
+/// Limits on chatting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// Messages a day on the base tier.
+    pub base_messages_per_day: i64,
+    /// Messages a day on the invite tier.
+    pub invite_messages_per_day: i64,
+    /// Tool calls a day on the invite tier.
+    pub invite_tool_calls_per_day: i64,
+    /// Messages a minute per user (bursts).
+    pub messages_per_minute: u32,
+    /// Replies streaming at once per user.
+    pub concurrent_streams_per_user: usize,
+    /// WebSocket connections at once per user.
+    pub websockets_per_user: usize,
+    /// Conversations a user may keep.
+    pub conversations_per_user: i64,
+    /// Time a WebSocket may stay open before it authenticates.
+    #[serde(with = "humantime_serde")]
+    pub websocket_auth_timeout: Duration,
+    /// Longest reply, in tokens.
+    pub max_reply_tokens: u32,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 32_000,
+            base_messages_per_day: 50,
+            invite_messages_per_day: 1000,
+            invite_tool_calls_per_day: 500,
+            messages_per_minute: 20,
+            concurrent_streams_per_user: 4,
+            websockets_per_user: 8,
+            conversations_per_user: 1000,
+            websocket_auth_timeout: Duration::from_secs(5),
+            max_reply_tokens: 4096,
+        }
+    }
 }
 
 /// Gateway token rotation.
@@ -160,6 +220,13 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             gateway: GatewaySettings::default(),
             housekeeping_every: Duration::from_secs(60),
+            provider: None,
+            model: None,
+            anthropic_api_key: None,
+            openai_api_key: None,
+            anthropic_base_url: None,
+            openai_base_url: None,
+            chat: ChatSettings::default(),
         }
     }
 }
@@ -210,6 +277,8 @@ const SECRET_FILE_VARS: &[(&str, &str)] = &[
     ("CLAWDEN_DATABASE_URL_FILE", "database_url"),
     ("CLAWDEN_KEY_STORE_URL_FILE", "key_store_url"),
     ("CLAWDEN_MASTER_KEY_HEX_FILE", "master_key"),
+    ("CLAWDEN_ANTHROPIC_API_KEY_FILE", "anthropic_api_key"),
+    ("CLAWDEN_OPENAI_API_KEY_FILE", "openai_api_key"),
 ];
 
 impl Settings {
@@ -269,6 +338,11 @@ impl Settings {
         if self.housekeeping_every.is_zero() {
             return Err(SettingsError::Insecure("housekeeping_every must be non-zero".into()));
         }
+        if let Some(p) = &self.provider {
+            if !matches!(p.as_str(), "demo" | "anthropic" | "openai") {
+                return Err(SettingsError::Parse(format!("provider `{p}` is not one of demo, anthropic, openai")));
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::Insecure("max_body_bytes must be at least 1024".into()));
         }
@@ -296,6 +370,28 @@ impl Settings {
         }
     }
 
+    /// The provider in use: as set, else the first with a platform key, else `demo`.
+    pub fn provider_name(&self) -> &str {
+        match &self.provider {
+            Some(p) => p,
+            None if self.anthropic_api_key.is_some() => "anthropic",
+            None if self.openai_api_key.is_some() || self.openai_base_url.is_some() => "openai",
+            None => "demo",
+        }
+    }
+
+    /// The model in use: as set, else a default for the provider.
+    pub fn model_name(&self) -> String {
+        self.model.clone().unwrap_or_else(|| {
+            match self.provider_name() {
+                "anthropic" => "claude-sonnet-4-5",
+                "openai" => "gpt-4o-mini",
+                _ => "demo",
+            }
+            .to_owned()
+        })
+    }
+
     /// The master key file path.
     pub fn master_key_path(&self) -> PathBuf {
         self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
@@ -306,11 +402,7 @@ impl Settings {
 /// other parts: tests, provider keys handled elsewhere).
 fn is_foreign_env(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.starts_with("test_")
-        || matches!(
-            key.as_str(),
-            "anthropic_api_key" | "openai_api_key" | "openai_base_url" | "provider" | "model" | "log"
-        )
+    key.starts_with("test_") || matches!(key.as_str(), "log")
 }
 
 /// A database URL with its password replaced, for printing.

@@ -26,6 +26,10 @@ pub struct AppState {
     pub limits: Arc<Limiters>,
     /// New gateway tokens from scheduled rotation, for the owners' live connections.
     pub notices: crate::gateway::TokenNotices,
+    /// The agent runtime (provider, quotas, context).
+    pub runtime: Arc<clawden_agent::runtime::Runtime>,
+    /// Per-user chat limits kept in the server.
+    pub chat: Arc<crate::chat::ChatLimits>,
 }
 
 impl AppState {

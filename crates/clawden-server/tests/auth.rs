@@ -490,6 +490,7 @@ async fn bcrypt_imported_password_is_rehashed_on_login() {
                 now: 0,
                 invite: None,
                 gateway_token: app.state.keyring.hasher().hash("gateway", "unused-first-token"),
+                initial_files: Vec::new(),
             },
             clawden_store::AuditEvent {
                 chain: clawden_store::AuditChain::System,

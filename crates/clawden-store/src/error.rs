@@ -12,6 +12,12 @@ pub enum StoreError {
     /// The invite code is unknown, spent or expired.
     #[error("the invite code is not valid")]
     InvalidInvite,
+    /// A daily quota is spent.
+    #[error("today's quota is spent")]
+    QuotaExceeded,
+    /// A count limit (conversations, files) is reached.
+    #[error("limit reached: {0}")]
+    LimitReached(&'static str),
     /// The owner's data key was destroyed: their sealed values can never open again.
     #[error("the data key of this owner was destroyed")]
     KeyDestroyed,

@@ -21,7 +21,7 @@ pub use model::*;
 pub use sql::{Backend, SqlStore};
 
 use async_trait::async_trait;
-use clawden_core::{ApiKeyId, InstanceId, Principal, Role, SessionId, UnixMillis, UserId};
+use clawden_core::{ApiKeyId, ConversationId, InstanceId, Principal, Role, SessionId, UnixMillis, UserId};
 use clawden_crypto::TokenHash;
 use secrecy::SecretString;
 
@@ -250,10 +250,116 @@ pub trait GatewayStore: Send + Sync {
     ) -> StoreResult<Vec<InstanceId>>;
 }
 
+/// Agent workspace files, conversations, messages and usage.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// The instance's tier: its owner's tier. Any member, or the system.
+    async fn instance_tier(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<clawden_core::Tier>>;
+
+    /// The instance's workspace files (paths and sizes). Any member, or the system.
+    async fn list_files(&self, by: &Principal, instance: InstanceId) -> StoreResult<Vec<FileInfo>>;
+
+    /// One workspace file's text. Any member, or the system.
+    async fn read_file(&self, by: &Principal, instance: InstanceId, path: &str) -> StoreResult<Option<String>>;
+
+    /// Every workspace file with its text. Any member, or the system (building a prompt).
+    async fn read_files(&self, by: &Principal, instance: InstanceId) -> StoreResult<Vec<(String, String)>>;
+
+    /// Writes a workspace file, sealed under the instance's key. Owners and admins only, or
+    /// the system (default files, the agent's memory tool). `max_total_chars` bounds the
+    /// whole workspace after the write, checked in the same transaction.
+    async fn write_file(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        path: &str,
+        content: &str,
+        max_total_chars: i64,
+        now: UnixMillis,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()>;
+
+    /// Deletes a workspace file. Owners and admins only.
+    async fn delete_file(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        path: &str,
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Starts a conversation of the principal's user with an instance they are a member of.
+    /// Fails with `LimitReached` past `max_conversations`.
+    async fn create_conversation(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        title: &str,
+        max_conversations: i64,
+        now: UnixMillis,
+    ) -> StoreResult<Conversation>;
+
+    /// The principal's own conversations, newest first.
+    async fn conversations(&self, by: &Principal) -> StoreResult<Vec<Conversation>>;
+
+    /// One of the principal's own conversations (`None` for anyone else's).
+    async fn conversation(&self, by: &Principal, id: ConversationId) -> StoreResult<Option<Conversation>>;
+
+    /// Deletes one of the principal's conversations, or all of them (`None`).
+    async fn delete_conversations(
+        &self,
+        by: &Principal,
+        id: Option<ConversationId>,
+        audit: AuditEvent,
+    ) -> StoreResult<u64>;
+
+    /// The last `limit` messages of one of the principal's conversations, oldest first.
+    async fn messages(&self, by: &Principal, id: ConversationId, limit: i64) -> StoreResult<Vec<StoredMessage>>;
+
+    /// Stores the user's message and counts it against today's quota, in one transaction:
+    /// either both happen or neither. Fails with `QuotaExceeded` when `day`'s count has
+    /// reached `limit`. The conversation must be the principal's.
+    async fn append_user_message(
+        &self,
+        by: &Principal,
+        id: ConversationId,
+        body: &str,
+        day: &str,
+        limit: i64,
+        now: UnixMillis,
+    ) -> StoreResult<StoredMessage>;
+
+    /// Stores a message written by the server (a reply, a tool result) in `user`'s
+    /// conversation; system only.
+    async fn append_server_message(
+        &self,
+        by: &Principal,
+        user: UserId,
+        id: ConversationId,
+        role: &str,
+        body: &str,
+        now: UnixMillis,
+    ) -> StoreResult<StoredMessage>;
+
+    /// Adds token and tool-call counts to `user`'s day; system only.
+    async fn add_usage(&self, by: &Principal, user: UserId, day: &str, usage: DailyUsage) -> StoreResult<()>;
+
+    /// The principal's counters for `day`.
+    async fn usage(&self, by: &Principal, day: &str) -> StoreResult<DailyUsage>;
+}
+
 /// Everything clawden persists.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + InviteStore + AuditStore + SecretStore + TotpStore + GatewayStore + std::fmt::Debug
+    UserStore
+    + SessionStore
+    + InviteStore
+    + AuditStore
+    + SecretStore
+    + TotpStore
+    + GatewayStore
+    + AgentStore
+    + std::fmt::Debug
 {
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -56,6 +56,8 @@ pub struct NewUser {
     pub invite: Option<TokenHash>,
     /// Keyed hash of the personal instance's first gateway token.
     pub gateway_token: TokenHash,
+    /// The personal instance's starting workspace files (path, text).
+    pub initial_files: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -265,4 +267,59 @@ impl std::fmt::Debug for TotpState {
             .field("last_step", &self.last_step)
             .finish_non_exhaustive()
     }
+}
+
+/// A workspace file as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileInfo {
+    /// Its path in the workspace (`SOUL.md`, `skills/x/SKILL.md`).
+    pub path: String,
+    /// Its size in characters.
+    pub size: i64,
+    /// Last change.
+    pub updated_at: UnixMillis,
+}
+
+/// A conversation as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    /// Id.
+    pub id: clawden_core::ConversationId,
+    /// The agent it is with.
+    pub instance_id: InstanceId,
+    /// Its title.
+    pub title: String,
+    /// Started.
+    pub created_at: UnixMillis,
+    /// Last message.
+    pub updated_at: UnixMillis,
+}
+
+/// A stored message. `body` is the JSON of the agent crate's message type; the store only
+/// seals and orders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    /// Id.
+    pub id: String,
+    /// Position in its conversation.
+    pub seq: i64,
+    /// `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The message, as JSON text.
+    pub body: String,
+    /// When.
+    pub created_at: UnixMillis,
+}
+
+/// A user's counters for one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct DailyUsage {
+    /// Messages sent.
+    pub messages: i64,
+    /// Tokens read by the provider.
+    pub input_tokens: i64,
+    /// Tokens written by the provider.
+    pub output_tokens: i64,
+    /// Tool calls run.
+    pub tool_calls: i64,
 }

@@ -33,6 +33,7 @@ fn new_user(email: &str) -> NewUser {
         now: 1_000,
         invite: None,
         gateway_token: KeyedHasher::new([7; 32]).hash("gateway", &format!("first-{email}")),
+        initial_files: vec![("SOUL.md".into(), "be kind".into())],
     }
 }
 

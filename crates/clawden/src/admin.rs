@@ -101,6 +101,7 @@ pub async fn run_admin(cmd: &AdminCommand, settings: Settings) -> anyhow::Result
                     clawden_server::auth::GATEWAY_DOMAIN,
                     PlainToken::generate(clawden_server::auth::GATEWAY_PREFIX).expose(),
                 ),
+                initial_files: clawden_server::accounts::default_workspace(),
             };
             let (user, instance) =
                 store.create_user(&Principal::System, new, operator_event("admin.user.create", String::new())).await?;

@@ -25,8 +25,7 @@ use super::http::{build_client, error_from_stream, secret_header};
 use super::sse::SseEvent;
 use super::stream::{open_stream, Decoder};
 use super::{
-    BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason,
-    StreamEvent, ToolCall, Usage,
+    BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason, StreamEvent, ToolCall, Usage,
 };
 
 /// Anthropic's API host.
@@ -47,10 +46,7 @@ pub struct AnthropicSettings {
 impl AnthropicSettings {
     /// Settings for `base_url` with default timeouts and retries.
     pub fn new(base_url: BaseUrl) -> Self {
-        Self {
-            base_url,
-            http: HttpSettings::default(),
-        }
+        Self { base_url, http: HttpSettings::default() }
     }
 }
 
@@ -76,11 +72,7 @@ impl AnthropicProvider {
     /// A client with these settings.
     pub fn new(settings: AnthropicSettings) -> Result<Self, ProviderError> {
         let client = build_client(&settings.base_url, &settings.http)?;
-        Ok(Self {
-            endpoint: settings.base_url.endpoint("messages"),
-            http: settings.http,
-            client,
-        })
+        Ok(Self { endpoint: settings.base_url.endpoint("messages"), http: settings.http, client })
     }
 }
 
@@ -95,11 +87,7 @@ impl Provider for AnthropicProvider {
     }
 
     #[tracing::instrument(skip_all, fields(provider = "anthropic", model = %request.model))]
-    async fn stream(
-        &self,
-        request: &ChatRequest,
-        key: Option<&SecretString>,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, request: &ChatRequest, key: Option<&SecretString>) -> Result<EventStream, ProviderError> {
         let key = key.ok_or(ProviderError::MissingKey)?;
         let key_header = secret_header("", key)?;
         let body = request_body(request);
@@ -153,10 +141,7 @@ fn messages(messages: &[ChatMessage]) -> Vec<Value> {
     for message in messages {
         let (role, blocks) = match message {
             ChatMessage::User { content } => ("user", text_block(content)),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
+            ChatMessage::Assistant { content, tool_calls } => {
                 let mut blocks = text_block(content);
                 blocks.extend(tool_calls.iter().map(|call| {
                     json!({
@@ -169,11 +154,7 @@ fn messages(messages: &[ChatMessage]) -> Vec<Value> {
                 }));
                 ("assistant", blocks)
             }
-            ChatMessage::ToolResult {
-                call_id,
-                content,
-                is_error,
-            } => {
+            ChatMessage::ToolResult { call_id, content, is_error } => {
                 let mut block = json!({
                     "type": "tool_result",
                     "tool_use_id": call_id,
@@ -193,9 +174,7 @@ fn messages(messages: &[ChatMessage]) -> Vec<Value> {
             _ => out.push((role, blocks)),
         }
     }
-    out.into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect()
+    out.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect()
 }
 
 fn text_block(text: &str) -> Vec<Value> {
@@ -209,11 +188,7 @@ fn text_block(text: &str) -> Vec<Value> {
 /// A content block being received.
 enum Block {
     Text,
-    Tool {
-        id: String,
-        name: String,
-        json: String,
-    },
+    Tool { id: String, name: String, json: String },
     Other,
 }
 
@@ -228,25 +203,15 @@ pub(crate) struct AnthropicDecoder {
 
 impl AnthropicDecoder {
     pub(crate) fn new(key: SecretString) -> Self {
-        Self {
-            key,
-            blocks: HashMap::new(),
-            usage: Usage::default(),
-            stop_reason: None,
-            done: false,
-        }
+        Self { key, blocks: HashMap::new(), usage: Usage::default(), stop_reason: None, done: false }
     }
 
     fn read_usage(&mut self, usage: &Value) {
         let field = |name: &str| usage.get(name).and_then(Value::as_u64);
-        let input = [
-            "input_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ]
-        .iter()
-        .filter_map(|name| field(name))
-        .reduce(|a, b| a.saturating_add(b));
+        let input = ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
+            .iter()
+            .filter_map(|name| field(name))
+            .reduce(|a, b| a.saturating_add(b));
         if let Some(input) = input {
             self.usage.input_tokens = input;
         }
@@ -257,9 +222,7 @@ impl AnthropicDecoder {
 }
 
 fn malformed(detail: &str) -> ProviderError {
-    ProviderError::Protocol {
-        detail: detail.to_owned(),
-    }
+    ProviderError::Protocol { detail: detail.to_owned() }
 }
 
 fn str_field<'a>(value: &'a Value, name: &str) -> Option<&'a str> {
@@ -280,15 +243,12 @@ fn stop_reason(reason: &str) -> StopReason {
 
 impl Decoder for AnthropicDecoder {
     fn on_event(&mut self, event: SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data)
-            .map_err(|_| malformed("an event's data is not valid JSON"))?;
+        let data: Value =
+            serde_json::from_str(&event.data).map_err(|_| malformed("an event's data is not valid JSON"))?;
         // The data's `type` repeats the SSE event name; the data is what counts.
         let kind = str_field(&data, "type").or(event.event.as_deref());
-        let index = || {
-            data.get("index")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| malformed("a content block event has no index"))
-        };
+        let index =
+            || data.get("index").and_then(Value::as_u64).ok_or_else(|| malformed("a content block event has no index"));
         let mut out = Vec::new();
         match kind {
             Some("message_start") => {
@@ -306,23 +266,15 @@ impl Decoder for AnthropicDecoder {
                         Block::Text
                     }
                     Some("tool_use") => {
-                        let id = str_field(block, "id")
-                            .ok_or_else(|| malformed("a tool_use block has no id"))?;
-                        let name = str_field(block, "name")
-                            .ok_or_else(|| malformed("a tool_use block has no name"))?;
+                        let id = str_field(block, "id").ok_or_else(|| malformed("a tool_use block has no id"))?;
+                        let name = str_field(block, "name").ok_or_else(|| malformed("a tool_use block has no name"))?;
                         // Streams start with `input: {}` and send the arguments as deltas; a
                         // non-empty start value is kept in case no delta follows.
                         let json = match block.get("input") {
-                            Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => {
-                                input.to_string()
-                            }
+                            Some(input) if input.as_object().is_some_and(|o| !o.is_empty()) => input.to_string(),
                             _ => String::new(),
                         };
-                        Block::Tool {
-                            id: id.to_owned(),
-                            name: name.to_owned(),
-                            json,
-                        }
+                        Block::Tool { id: id.to_owned(), name: name.to_owned(), json }
                     }
                     _ => Block::Other,
                 };
@@ -353,22 +305,13 @@ impl Decoder for AnthropicDecoder {
                     let arguments = if json.trim().is_empty() {
                         json!({})
                     } else {
-                        serde_json::from_str(&json)
-                            .map_err(|_| malformed("tool call arguments are not valid JSON"))?
+                        serde_json::from_str(&json).map_err(|_| malformed("tool call arguments are not valid JSON"))?
                     };
-                    out.push(StreamEvent::ToolCall(ToolCall {
-                        id,
-                        name,
-                        arguments,
-                    }));
+                    out.push(StreamEvent::ToolCall(ToolCall { id, name, arguments }));
                 }
             }
             Some("message_delta") => {
-                if let Some(reason) = data
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
+                if let Some(reason) = data.get("delta").and_then(|d| d.get("stop_reason")).and_then(Value::as_str) {
                     self.stop_reason = Some(stop_reason(reason));
                 }
                 if let Some(usage) = data.get("usage") {
@@ -378,17 +321,11 @@ impl Decoder for AnthropicDecoder {
             Some("message_stop") => {
                 self.done = true;
                 out.push(StreamEvent::Usage(self.usage));
-                out.push(StreamEvent::Finish(
-                    self.stop_reason.take().unwrap_or(StopReason::EndTurn),
-                ));
+                out.push(StreamEvent::Finish(self.stop_reason.take().unwrap_or(StopReason::EndTurn)));
             }
             Some("error") => {
                 let error = data.get("error").unwrap_or(&Value::Null);
-                return Err(error_from_stream(
-                    str_field(error, "type"),
-                    str_field(error, "message"),
-                    Some(&self.key),
-                ));
+                return Err(error_from_stream(str_field(error, "type"), str_field(error, "message"), Some(&self.key)));
             }
             // `ping` and event types added after this client was written.
             _ => {}
@@ -413,11 +350,7 @@ mod tests {
     fn feed(decoder: &mut AnthropicDecoder, events: &[Value]) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         for data in events {
-            let event = SseEvent {
-                event: data["type"].as_str().map(str::to_owned),
-                data: data.to_string(),
-                id: None,
-            };
+            let event = SseEvent { event: data["type"].as_str().map(str::to_owned), data: data.to_string(), id: None };
             out.extend(decoder.on_event(event).expect("valid event"));
         }
         out
@@ -446,10 +379,7 @@ mod tests {
             out,
             vec![
                 StreamEvent::TextDelta("hi".into()),
-                StreamEvent::Usage(Usage {
-                    input_tokens: 3,
-                    output_tokens: 7
-                }),
+                StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 7 }),
                 StreamEvent::Finish(StopReason::MaxTokens),
             ]
         );
@@ -466,15 +396,9 @@ mod tests {
                 json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"a\": "}}),
             ],
         );
-        let stop = SseEvent {
-            event: None,
-            data: json!({"type": "content_block_stop", "index": 0}).to_string(),
-            id: None,
-        };
-        assert!(matches!(
-            decoder.on_event(stop),
-            Err(ProviderError::Protocol { .. })
-        ));
+        let stop =
+            SseEvent { event: None, data: json!({"type": "content_block_stop", "index": 0}).to_string(), id: None };
+        assert!(matches!(decoder.on_event(stop), Err(ProviderError::Protocol { .. })));
     }
 
     #[test]
@@ -492,24 +416,12 @@ mod tests {
                 ChatMessage::Assistant {
                     content: String::new(),
                     tool_calls: vec![
-                        ToolCall {
-                            id: "toolu_1".into(),
-                            name: "exec".into(),
-                            arguments: json!({"command": "ls"}),
-                        },
-                        ToolCall {
-                            id: "toolu_2".into(),
-                            name: "exec".into(),
-                            arguments: json!({"command": "pwd"}),
-                        },
+                        ToolCall { id: "toolu_1".into(), name: "exec".into(), arguments: json!({"command": "ls"}) },
+                        ToolCall { id: "toolu_2".into(), name: "exec".into(), arguments: json!({"command": "pwd"}) },
                     ],
                 },
                 ChatMessage::tool_result("toolu_1", "a.txt"),
-                ChatMessage::ToolResult {
-                    call_id: "toolu_2".into(),
-                    content: "denied".into(),
-                    is_error: true,
-                },
+                ChatMessage::ToolResult { call_id: "toolu_2".into(), content: "denied".into(), is_error: true },
             ],
             tools: vec![ToolDefinition {
                 name: "exec".into(),

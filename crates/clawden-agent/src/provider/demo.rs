@@ -19,8 +19,8 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::{
-    estimate_tokens, ChatMessage, ChatRequest, EventStream, Provider, ProviderError, StopReason,
-    StreamEvent, ToolCall, Usage,
+    estimate_tokens, ChatMessage, ChatRequest, EventStream, Provider, ProviderError, StopReason, StreamEvent, ToolCall,
+    Usage,
 };
 
 /// The label every demo reply starts with.
@@ -41,12 +41,7 @@ impl DemoProvider {
 
     /// The events of the reply to `request` (deterministic).
     pub fn reply_events(&self, request: &ChatRequest) -> Vec<StreamEvent> {
-        let name = request
-            .agent_name
-            .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .unwrap_or(UNNAMED_AGENT);
+        let name = request.agent_name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or(UNNAMED_AGENT);
         let offers_exec = request.tools.iter().any(|t| t.name == "exec");
         let mut events = Vec::new();
         let (text, stop) = match request.messages.last() {
@@ -57,13 +52,7 @@ impl DemoProvider {
                         name: "exec".to_owned(),
                         arguments: json!({"command": command.trim()}),
                     }));
-                    (
-                        format!(
-                            "{DEMO_LABEL} Running `{}` with the exec tool.",
-                            command.trim()
-                        ),
-                        StopReason::ToolUse,
-                    )
+                    (format!("{DEMO_LABEL} Running `{}` with the exec tool.", command.trim()), StopReason::ToolUse)
                 }
                 Some(_) if offers_exec => (
                     format!("{DEMO_LABEL} Type a command after `!` to run it with the exec tool."),
@@ -85,35 +74,20 @@ impl DemoProvider {
                     StopReason::EndTurn,
                 ),
             },
-            Some(ChatMessage::ToolResult {
-                content, is_error, ..
-            }) => {
+            Some(ChatMessage::ToolResult { content, is_error, .. }) => {
                 let outcome = if *is_error { "failed" } else { "returned" };
-                (
-                    format!("{DEMO_LABEL} The tool {outcome}:\n\n```\n{content}\n```"),
-                    StopReason::EndTurn,
-                )
+                (format!("{DEMO_LABEL} The tool {outcome}:\n\n```\n{content}\n```"), StopReason::EndTurn)
             }
-            Some(ChatMessage::Assistant { .. }) | None => (
-                format!("{DEMO_LABEL} Hi, I'm {name}. Say something and I will echo it."),
-                StopReason::EndTurn,
-            ),
+            Some(ChatMessage::Assistant { .. }) | None => {
+                (format!("{DEMO_LABEL} Hi, I'm {name}. Say something and I will echo it."), StopReason::EndTurn)
+            }
         };
-        let input_chars: usize = request.system.chars().count()
-            + request
-                .messages
-                .iter()
-                .map(ChatMessage::char_len)
-                .sum::<usize>();
-        let usage = Usage {
-            input_tokens: input_chars.div_ceil(4) as u64,
-            output_tokens: estimate_tokens(&text) as u64,
-        };
+        let input_chars: usize =
+            request.system.chars().count() + request.messages.iter().map(ChatMessage::char_len).sum::<usize>();
+        let usage =
+            Usage { input_tokens: input_chars.div_ceil(4) as u64, output_tokens: estimate_tokens(&text) as u64 };
         // Text first (split in a few pieces so streaming is visible), then any tool call.
-        let mut out: Vec<StreamEvent> = split_words(&text)
-            .into_iter()
-            .map(StreamEvent::TextDelta)
-            .collect();
+        let mut out: Vec<StreamEvent> = split_words(&text).into_iter().map(StreamEvent::TextDelta).collect();
         out.append(&mut events);
         out.push(StreamEvent::Usage(usage));
         out.push(StreamEvent::Finish(stop));
@@ -152,11 +126,7 @@ impl Provider for DemoProvider {
         false
     }
 
-    async fn stream(
-        &self,
-        request: &ChatRequest,
-        _key: Option<&SecretString>,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, request: &ChatRequest, _key: Option<&SecretString>) -> Result<EventStream, ProviderError> {
         let events = self.reply_events(request);
         Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))))
     }
@@ -189,10 +159,7 @@ mod tests {
     #[tokio::test]
     async fn demo_answers_with_the_agent_name_and_echoes() {
         let reply = DemoProvider
-            .complete(
-                &request(vec![ChatMessage::user("hello there")], vec![]),
-                None,
-            )
+            .complete(&request(vec![ChatMessage::user("hello there")], vec![]), None)
             .await
             .expect("demo never fails");
         assert!(reply.text.starts_with(DEMO_LABEL));
@@ -204,18 +171,12 @@ mod tests {
 
     #[tokio::test]
     async fn demo_bang_becomes_exec_tool_call_only_when_exec_is_offered() {
-        let with_tool = request(
-            vec![ChatMessage::user("!ls -la /workspace")],
-            vec![exec_tool()],
-        );
+        let with_tool = request(vec![ChatMessage::user("!ls -la /workspace")], vec![exec_tool()]);
         let reply = DemoProvider.complete(&with_tool, None).await.expect("ok");
         assert_eq!(reply.stop_reason, StopReason::ToolUse);
         assert_eq!(reply.tool_calls.len(), 1);
         assert_eq!(reply.tool_calls[0].name, "exec");
-        assert_eq!(
-            reply.tool_calls[0].arguments["command"],
-            "ls -la /workspace"
-        );
+        assert_eq!(reply.tool_calls[0].arguments["command"], "ls -la /workspace");
 
         let without = request(vec![ChatMessage::user("!ls")], vec![]);
         let reply = DemoProvider.complete(&without, None).await.expect("ok");
@@ -238,9 +199,7 @@ mod tests {
             ChatMessage::tool_result("demo_call_1", "hi\n"),
         ];
         let req = request(messages, vec![exec_tool()]);
-        let a = collect_reply(DemoProvider.stream(&req, None).await.expect("ok"))
-            .await
-            .expect("ok");
+        let a = collect_reply(DemoProvider.stream(&req, None).await.expect("ok")).await.expect("ok");
         let b = DemoProvider.complete(&req, None).await.expect("ok");
         assert_eq!(a, b);
         assert!(a.text.contains("The tool returned"));

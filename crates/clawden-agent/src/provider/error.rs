@@ -115,11 +115,7 @@ const KEY_FRAGMENT_CHARS: usize = 8;
 /// or any run of [`KEY_FRAGMENT_CHARS`] characters of it with `[redacted]` — providers
 /// sometimes echo a masked form of a bad key back.
 pub(crate) fn scrub(text: &str, key: Option<&SecretString>) -> String {
-    let capped: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
+    let capped: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE_CHARS).collect();
     let Some(key) = key else {
         return capped.trim().to_owned();
     };
@@ -130,10 +126,7 @@ pub(crate) fn scrub(text: &str, key: Option<&SecretString>) -> String {
     let fragment = KEY_FRAGMENT_CHARS.min(key.len());
     let leaks = |word: &str| {
         let chars: Vec<char> = word.chars().collect();
-        chars.len() >= fragment
-            && chars
-                .windows(fragment)
-                .any(|w| key.windows(fragment).any(|k| k == w))
+        chars.len() >= fragment && chars.windows(fragment).any(|w| key.windows(fragment).any(|k| k == w))
     };
     let mut out = String::with_capacity(capped.len());
     let mut word = String::new();

@@ -29,9 +29,7 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// Parses and checks a base URL.
     pub fn parse(text: &str) -> Result<Self, ProviderError> {
-        let bad = |reason: &str| ProviderError::Config {
-            reason: format!("base URL {reason}"),
-        };
+        let bad = |reason: &str| ProviderError::Config { reason: format!("base URL {reason}") };
         let url = Url::parse(text.trim()).map_err(|_| bad("is not a valid URL"))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("must not contain a user name or password"));
@@ -48,11 +46,7 @@ impl BaseUrl {
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
-            "http" => {
-                return Err(bad(
-                    "must use https unless the host is localhost or a loopback address",
-                ))
-            }
+            "http" => return Err(bad("must use https unless the host is localhost or a loopback address")),
             _ => return Err(bad("must use https (or http to a loopback address)")),
         }
         Ok(Self { url, loopback })
@@ -174,10 +168,7 @@ impl RetrySettings {
     /// The backoff before retry number `attempt` (0-based), without `Retry-After`.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(16));
-        let full = self
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff);
+        let full = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
         // Up to 25 % shorter, chosen at random (RandomState is randomly seeded per value).
         let random = RandomState::new().build_hasher().finish();
         let cut = full.mul_f64((random % 1000) as f64 / 4000.0);
@@ -193,9 +184,7 @@ impl HttpSettings {
             ("idle timeout", self.idle_timeout),
         ] {
             if value.is_zero() {
-                return Err(ProviderError::Config {
-                    reason: format!("{name} must be greater than zero"),
-                });
+                return Err(ProviderError::Config { reason: format!("{name} must be greater than zero") });
             }
         }
         Ok(())
@@ -204,10 +193,7 @@ impl HttpSettings {
 
 /// Builds the HTTP client of one provider: rustls with TLS 1.2 or newer, no redirects (a
 /// redirect could point the key at another host), no proxy for a loopback base URL.
-pub(crate) fn build_client(
-    base: &BaseUrl,
-    settings: &HttpSettings,
-) -> Result<reqwest::Client, ProviderError> {
+pub(crate) fn build_client(base: &BaseUrl, settings: &HttpSettings) -> Result<reqwest::Client, ProviderError> {
     settings.validate()?;
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
@@ -221,18 +207,13 @@ pub(crate) fn build_client(
     } else {
         builder = builder.https_only(true);
     }
-    builder.build().map_err(|_| ProviderError::Config {
-        reason: "the HTTP client could not be built".to_owned(),
-    })
+    builder.build().map_err(|_| ProviderError::Config { reason: "the HTTP client could not be built".to_owned() })
 }
 
 /// A header value holding the key, marked sensitive so `Debug` of the request hides it.
-pub(crate) fn secret_header(
-    prefix: &str,
-    key: &SecretString,
-) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(&format!("{prefix}{}", key.expose_secret()))
-        .map_err(|_| ProviderError::MalformedKey)?;
+pub(crate) fn secret_header(prefix: &str, key: &SecretString) -> Result<HeaderValue, ProviderError> {
+    let mut value =
+        HeaderValue::from_str(&format!("{prefix}{}", key.expose_secret())).map_err(|_| ProviderError::MalformedKey)?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -259,13 +240,7 @@ pub(crate) async fn send_once(
     make: &impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, Refused> {
     let response = match tokio::time::timeout(settings.idle_timeout, make().send()).await {
-        Err(_) => {
-            return Err(Refused {
-                error: ProviderError::Timeout,
-                retryable: false,
-                retry_after: None,
-            })
-        }
+        Err(_) => return Err(Refused { error: ProviderError::Timeout, retryable: false, retry_after: None }),
         Ok(Err(err)) => {
             return Err(Refused {
                 error: map_transport_error(&err),
@@ -284,27 +259,14 @@ pub(crate) async fn send_once(
     let retryable = should_retry(status, response.headers());
     let body = read_error_body(response, settings.idle_timeout).await;
     let error = error_from_status(status.as_u16(), &body, retry_after, key);
-    tracing::info!(
-        provider,
-        http.status = status.as_u16(),
-        error.code = error.code(),
-        "provider call refused"
-    );
-    Err(Refused {
-        error,
-        retryable,
-        retry_after,
-    })
+    tracing::info!(provider, http.status = status.as_u16(), error.code = error.code(), "provider call refused");
+    Err(Refused { error, retryable, retry_after })
 }
 
 /// How long to wait before retry number `attempt` (0-based) of a refused call, or `None`
 /// when it must not be retried (not retryable, retries spent, or the provider asked for a
 /// longer wait than [`RetrySettings::max_retry_after`]).
-pub(crate) fn retry_delay(
-    retry: &RetrySettings,
-    attempt: u32,
-    refused: &Refused,
-) -> Option<Duration> {
+pub(crate) fn retry_delay(retry: &RetrySettings, attempt: u32, refused: &Refused) -> Option<Duration> {
     if !refused.retryable || attempt >= retry.max_retries {
         return None;
     }
@@ -397,9 +359,7 @@ pub(crate) fn error_from_status(
         404 => ProviderError::NotFound,
         429 => ProviderError::RateLimited { retry_after },
         400 | 413 | 422 => ProviderError::BadRequest {
-            message: message
-                .map(|m| scrub(&m, key))
-                .unwrap_or_else(|| format!("HTTP {status}")),
+            message: message.map(|m| scrub(&m, key)).unwrap_or_else(|| format!("HTTP {status}")),
         },
         _ => ProviderError::Upstream {
             status: Some(status),
@@ -422,14 +382,9 @@ pub(crate) fn error_from_stream(
             ProviderError::RateLimited { retry_after: None }
         }
         Some("invalid_request_error" | "request_too_large") => ProviderError::BadRequest {
-            message: message
-                .map(|m| scrub(m, key))
-                .unwrap_or_else(|| "invalid request".to_owned()),
+            message: message.map(|m| scrub(m, key)).unwrap_or_else(|| "invalid request".to_owned()),
         },
-        _ => ProviderError::Upstream {
-            status: None,
-            message: upstream_message(None, kind, message, key),
-        },
+        _ => ProviderError::Upstream { status: None, message: upstream_message(None, kind, message, key) },
     }
 }
 
@@ -468,10 +423,7 @@ mod tests {
             "https://api.example/?x=1",
             "not a url",
         ] {
-            assert!(
-                matches!(BaseUrl::parse(bad), Err(ProviderError::Config { .. })),
-                "{bad} was accepted"
-            );
+            assert!(matches!(BaseUrl::parse(bad), Err(ProviderError::Config { .. })), "{bad} was accepted");
         }
     }
 
@@ -494,18 +446,9 @@ mod tests {
         let a = BaseUrl::parse("http://localhost:11434").expect("valid");
         let b = BaseUrl::parse("http://localhost:11434/v1/").expect("valid");
         let c = BaseUrl::parse("https://gw.example/openai").expect("valid");
-        assert_eq!(
-            a.endpoint("chat/completions").as_str(),
-            "http://localhost:11434/v1/chat/completions"
-        );
-        assert_eq!(
-            b.endpoint("chat/completions").as_str(),
-            "http://localhost:11434/v1/chat/completions"
-        );
-        assert_eq!(
-            c.endpoint("messages").as_str(),
-            "https://gw.example/openai/v1/messages"
-        );
+        assert_eq!(a.endpoint("chat/completions").as_str(), "http://localhost:11434/v1/chat/completions");
+        assert_eq!(b.endpoint("chat/completions").as_str(), "http://localhost:11434/v1/chat/completions");
+        assert_eq!(c.endpoint("messages").as_str(), "https://gw.example/openai/v1/messages");
     }
 
     #[test]
@@ -516,10 +459,7 @@ mod tests {
         headers.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
         let mut date = HeaderMap::new();
-        date.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        date.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&date), None);
     }
 
@@ -541,10 +481,7 @@ mod tests {
     fn status_codes_map_to_clean_errors() {
         let key = SecretString::from("sk-planted-secret-value-123456");
         let body = br#"{"error":{"message":"Incorrect API key provided: sk-planted-secret-value-123456","type":"invalid_request_error"}}"#;
-        assert_eq!(
-            error_from_status(401, body, None, Some(&key)),
-            ProviderError::Unauthorized
-        );
+        assert_eq!(error_from_status(401, body, None, Some(&key)), ProviderError::Unauthorized);
         let bad = error_from_status(400, body, None, Some(&key));
         assert!(!bad.to_string().contains("planted-secret"), "{bad}");
         let overloaded = error_from_status(

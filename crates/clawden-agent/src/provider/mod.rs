@@ -65,36 +65,24 @@ pub enum ChatMessage {
 impl ChatMessage {
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage::User {
-            content: content.into(),
-        }
+        ChatMessage::User { content: content.into() }
     }
 
     /// An assistant message without tool calls.
     pub fn assistant(content: impl Into<String>) -> Self {
-        ChatMessage::Assistant {
-            content: content.into(),
-            tool_calls: Vec::new(),
-        }
+        ChatMessage::Assistant { content: content.into(), tool_calls: Vec::new() }
     }
 
     /// A successful tool result.
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage::ToolResult {
-            call_id: call_id.into(),
-            content: content.into(),
-            is_error: false,
-        }
+        ChatMessage::ToolResult { call_id: call_id.into(), content: content.into(), is_error: false }
     }
 
     /// The number of characters of text this message carries (used for token estimates).
     pub fn char_len(&self) -> usize {
         match self {
             ChatMessage::User { content } => content.chars().count(),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
+            ChatMessage::Assistant { content, tool_calls } => {
                 content.chars().count()
                     + tool_calls
                         .iter()
@@ -208,10 +196,7 @@ pub struct Reply {
 impl Reply {
     /// This reply as an assistant message, to append to the conversation.
     pub fn to_message(&self) -> ChatMessage {
-        ChatMessage::Assistant {
-            content: self.text.clone(),
-            tool_calls: self.tool_calls.clone(),
-        }
+        ChatMessage::Assistant { content: self.text.clone(), tool_calls: self.tool_calls.clone() }
     }
 }
 
@@ -232,18 +217,10 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Errors that happen before the reply starts (bad key, rate limit after the allowed
     /// retries, unreachable host) are returned here; errors after that arrive in the stream.
     /// `key` is used for this call only and never stored.
-    async fn stream(
-        &self,
-        request: &ChatRequest,
-        key: Option<&SecretString>,
-    ) -> Result<EventStream, ProviderError>;
+    async fn stream(&self, request: &ChatRequest, key: Option<&SecretString>) -> Result<EventStream, ProviderError>;
 
     /// Makes one call and waits for the complete reply.
-    async fn complete(
-        &self,
-        request: &ChatRequest,
-        key: Option<&SecretString>,
-    ) -> Result<Reply, ProviderError> {
+    async fn complete(&self, request: &ChatRequest, key: Option<&SecretString>) -> Result<Reply, ProviderError> {
         let stream = self.stream(request, key).await?;
         collect_reply(stream).await
     }
@@ -264,9 +241,7 @@ impl ProviderConfig {
     /// Builds the provider, ready to be shared by the server.
     pub fn build(self) -> Result<Arc<dyn Provider>, ProviderError> {
         Ok(match self {
-            ProviderConfig::Anthropic(settings) => {
-                Arc::new(anthropic::AnthropicProvider::new(settings)?)
-            }
+            ProviderConfig::Anthropic(settings) => Arc::new(anthropic::AnthropicProvider::new(settings)?),
             ProviderConfig::OpenAi(settings) => Arc::new(openai::OpenAiProvider::new(settings)?),
             ProviderConfig::Demo => Arc::new(demo::DemoProvider::new()),
         })
@@ -286,14 +261,7 @@ pub async fn collect_reply(mut stream: EventStream) -> Result<Reply, ProviderErr
             StreamEvent::TextDelta(delta) => text.push_str(&delta),
             StreamEvent::ToolCall(call) => tool_calls.push(call),
             StreamEvent::Usage(u) => usage = u,
-            StreamEvent::Finish(stop_reason) => {
-                return Ok(Reply {
-                    text,
-                    tool_calls,
-                    usage,
-                    stop_reason,
-                })
-            }
+            StreamEvent::Finish(stop_reason) => return Ok(Reply { text, tool_calls, usage, stop_reason }),
         }
     }
     Err(ProviderError::Truncated)
@@ -315,12 +283,8 @@ mod tests {
     #[tokio::test]
     async fn every_provider_builds_as_a_shared_trait_object() {
         let providers: Vec<Arc<dyn Provider>> = vec![
-            ProviderConfig::Anthropic(anthropic::AnthropicSettings::default())
-                .build()
-                .expect("anthropic"),
-            ProviderConfig::OpenAi(openai::OpenAiSettings::default())
-                .build()
-                .expect("openai"),
+            ProviderConfig::Anthropic(anthropic::AnthropicSettings::default()).build().expect("anthropic"),
+            ProviderConfig::OpenAi(openai::OpenAiSettings::default()).build().expect("openai"),
             ProviderConfig::Demo.build().expect("demo"),
         ];
         let names: Vec<_> = providers.iter().map(|p| p.name()).collect();
@@ -329,19 +293,13 @@ mod tests {
         assert!(!providers[2].requires_key());
         // A remote provider without a key refuses before sending anything.
         let request = ChatRequest::default();
-        assert_eq!(
-            providers[0].complete(&request, None).await,
-            Err(ProviderError::MissingKey)
-        );
+        assert_eq!(providers[0].complete(&request, None).await, Err(ProviderError::MissingKey));
     }
 
     #[test]
     fn zero_timeouts_are_refused() {
         let mut settings = openai::OpenAiSettings::default();
         settings.http.idle_timeout = std::time::Duration::ZERO;
-        assert!(matches!(
-            ProviderConfig::OpenAi(settings).build(),
-            Err(ProviderError::Config { .. })
-        ));
+        assert!(matches!(ProviderConfig::OpenAi(settings).build(), Err(ProviderError::Config { .. })));
     }
 }

@@ -27,8 +27,7 @@ use super::http::{build_client, error_from_stream, secret_header};
 use super::sse::SseEvent;
 use super::stream::{open_stream, Decoder};
 use super::{
-    BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason,
-    StreamEvent, ToolCall, Usage,
+    BaseUrl, ChatMessage, ChatRequest, EventStream, HttpSettings, Provider, StopReason, StreamEvent, ToolCall, Usage,
 };
 
 /// OpenAI's API host.
@@ -115,11 +114,7 @@ impl Provider for OpenAiProvider {
     }
 
     #[tracing::instrument(skip_all, fields(provider = "openai", model = %request.model))]
-    async fn stream(
-        &self,
-        request: &ChatRequest,
-        key: Option<&SecretString>,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, request: &ChatRequest, key: Option<&SecretString>) -> Result<EventStream, ProviderError> {
         if self.require_key && key.is_none() {
             return Err(ProviderError::MissingKey);
         }
@@ -130,11 +125,7 @@ impl Provider for OpenAiProvider {
             &self.http,
             key,
             || {
-                let builder = self
-                    .client
-                    .post(self.endpoint.clone())
-                    .header(ACCEPT, "text/event-stream")
-                    .json(&body);
+                let builder = self.client.post(self.endpoint.clone()).header(ACCEPT, "text/event-stream").json(&body);
                 match &auth {
                     Some(auth) => builder.header(AUTHORIZATION, auth.clone()),
                     None => builder,
@@ -155,10 +146,7 @@ pub(crate) fn request_body(request: &ChatRequest, max_tokens_field: MaxTokensFie
     for message in &request.messages {
         messages.push(match message {
             ChatMessage::User { content } => json!({"role": "user", "content": content}),
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
+            ChatMessage::Assistant { content, tool_calls } => {
                 let mut m = json!({
                     "role": "assistant",
                     "content": if content.is_empty() { Value::Null } else { json!(content) },
@@ -180,11 +168,7 @@ pub(crate) fn request_body(request: &ChatRequest, max_tokens_field: MaxTokensFie
                 }
                 m
             }
-            ChatMessage::ToolResult {
-                call_id,
-                content,
-                is_error,
-            } => json!({
+            ChatMessage::ToolResult { call_id, content, is_error } => json!({
                 "role": "tool",
                 "tool_call_id": call_id,
                 "content": if *is_error { format!("error: {content}") } else { content.clone() },
@@ -240,13 +224,7 @@ pub(crate) struct OpenAiDecoder {
 
 impl OpenAiDecoder {
     pub(crate) fn new(key: Option<SecretString>) -> Self {
-        Self {
-            key,
-            calls: BTreeMap::new(),
-            usage: None,
-            finish: None,
-            done: false,
-        }
+        Self { key, calls: BTreeMap::new(), usage: None, finish: None, done: false }
     }
 
     /// The closing events: complete tool calls, usage, finish.
@@ -274,20 +252,14 @@ impl OpenAiDecoder {
                     serde_json::from_str(&call.arguments)
                         .map_err(|_| malformed("tool call arguments are not valid JSON"))?
                 };
-                Ok(StreamEvent::ToolCall(ToolCall {
-                    id: call.id,
-                    name: call.name,
-                    arguments,
-                }))
+                Ok(StreamEvent::ToolCall(ToolCall { id: call.id, name: call.name, arguments }))
             })
             .collect()
     }
 }
 
 fn malformed(detail: &str) -> ProviderError {
-    ProviderError::Protocol {
-        detail: detail.to_owned(),
-    }
+    ProviderError::Protocol { detail: detail.to_owned() }
 }
 
 /// Maps OpenAI's `finish_reason`.
@@ -307,16 +279,12 @@ impl Decoder for OpenAiDecoder {
         if data == "[DONE]" {
             return self.close();
         }
-        let chunk: Value =
-            serde_json::from_str(data).map_err(|_| malformed("a chunk is not valid JSON"))?;
+        let chunk: Value = serde_json::from_str(data).map_err(|_| malformed("a chunk is not valid JSON"))?;
         if let Some(error) = chunk.get("error") {
             let (kind, message) = match error {
                 Value::String(text) => (None, Some(text.as_str())),
                 _ => (
-                    error
-                        .get("type")
-                        .or_else(|| error.get("code"))
-                        .and_then(Value::as_str),
+                    error.get("type").or_else(|| error.get("code")).and_then(Value::as_str),
                     error.get("message").and_then(Value::as_str),
                 ),
             };
@@ -324,21 +292,15 @@ impl Decoder for OpenAiDecoder {
         }
         if let Some(usage) = chunk.get("usage").filter(|u| !u.is_null()) {
             let field = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
-            self.usage = Some(Usage {
-                input_tokens: field("prompt_tokens"),
-                output_tokens: field("completion_tokens"),
-            });
+            self.usage =
+                Some(Usage { input_tokens: field("prompt_tokens"), output_tokens: field("completion_tokens") });
         }
         let mut out = Vec::new();
         // One choice is asked for (no `n`); others, if a server sends them, are ignored.
         let choice = chunk
             .get("choices")
             .and_then(Value::as_array)
-            .and_then(|choices| {
-                choices
-                    .iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            });
+            .and_then(|choices| choices.iter().find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0));
         let Some(choice) = choice else {
             return Ok(out);
         };
@@ -351,10 +313,7 @@ impl Decoder for OpenAiDecoder {
         if let Some(pieces) = delta.get("tool_calls").and_then(Value::as_array) {
             for (position, piece) in pieces.iter().enumerate() {
                 // Some servers omit `index` when they send whole calls; the position stands in.
-                let index = piece
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(position as u64);
+                let index = piece.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
                 let call = self.calls.entry(index).or_default();
                 if let Some(id) = piece.get("id").and_then(Value::as_str) {
                     call.id = id.to_owned();
@@ -420,11 +379,7 @@ mod tests {
                         arguments: json!({"command": "ls"}),
                     }],
                 },
-                ChatMessage::ToolResult {
-                    call_id: "call_1".into(),
-                    content: "boom".into(),
-                    is_error: true,
-                },
+                ChatMessage::ToolResult { call_id: "call_1".into(), content: "boom".into(), is_error: true },
             ],
             tools: vec![ToolDefinition {
                 name: "exec".into(),
@@ -437,10 +392,7 @@ mod tests {
         let body = request_body(&request, MaxTokensField::MaxTokens);
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][2]["content"], Value::Null);
-        assert_eq!(
-            body["messages"][2]["tool_calls"][0]["function"]["arguments"],
-            r#"{"command":"ls"}"#
-        );
+        assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"], r#"{"command":"ls"}"#);
         assert_eq!(body["messages"][3]["role"], "tool");
         assert_eq!(body["messages"][3]["content"], "error: boom");
         assert_eq!(body["tools"][0]["function"]["parameters"]["type"], "object");

@@ -88,11 +88,7 @@ impl SseParser {
                 return Ok(events);
             }
             self.at_start = false;
-            let start = if probe.starts_with(b"\xEF\xBB\xBF") {
-                3
-            } else {
-                0
-            };
+            let start = if probe.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
             let owned = probe.split_off(start);
             return self.push_bytes(&owned, events);
         }
@@ -105,11 +101,7 @@ impl SseParser {
         self.push_bytes(chunk, events)
     }
 
-    fn push_bytes(
-        &mut self,
-        mut chunk: &[u8],
-        mut events: Vec<SseEvent>,
-    ) -> Result<Vec<SseEvent>, SseError> {
+    fn push_bytes(&mut self, mut chunk: &[u8], mut events: Vec<SseEvent>) -> Result<Vec<SseEvent>, SseError> {
         while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.line.extend_from_slice(&chunk[..pos]);
             self.check_len(self.line.len())?;
@@ -146,9 +138,7 @@ impl SseParser {
 
     fn check_len(&self, len: usize) -> Result<(), SseError> {
         if len > self.max_bytes {
-            Err(SseError::TooLong {
-                limit: self.max_bytes,
-            })
+            Err(SseError::TooLong { limit: self.max_bytes })
         } else {
             Ok(())
         }
@@ -190,11 +180,7 @@ impl SseParser {
             return None;
         }
         self.has_data = false;
-        Some(SseEvent {
-            event,
-            data: std::mem::take(&mut self.data),
-            id: self.id.clone(),
-        })
+        Some(SseEvent { event, data: std::mem::take(&mut self.data), id: self.id.clone() })
     }
 }
 
@@ -213,30 +199,20 @@ mod tests {
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.to_owned(),
-            id: None,
-        }
+        SseEvent { event: event.map(str::to_owned), data: data.to_owned(), id: None }
     }
 
     #[test]
     fn parses_named_events_and_default_events() {
         let body = b"event: ping\ndata: {}\n\ndata: hello\n\n";
-        assert_eq!(
-            parse_in_pieces(body, 1024),
-            vec![ev(Some("ping"), "{}"), ev(None, "hello")]
-        );
+        assert_eq!(parse_in_pieces(body, 1024), vec![ev(Some("ping"), "{}"), ev(None, "hello")]);
     }
 
     #[test]
     fn every_split_point_gives_the_same_events() {
-        let body = "event: a\r\ndata: h\u{e9}llo \u{1f99e}\r\n\r\n: comment\r\ndata: one\rdata: two\r\rdata:x\n\n".as_bytes();
-        let expected = vec![
-            ev(Some("a"), "h\u{e9}llo \u{1f99e}"),
-            ev(None, "one\ntwo"),
-            ev(None, "x"),
-        ];
+        let body =
+            "event: a\r\ndata: h\u{e9}llo \u{1f99e}\r\n\r\n: comment\r\ndata: one\rdata: two\r\rdata:x\n\n".as_bytes();
+        let expected = vec![ev(Some("a"), "h\u{e9}llo \u{1f99e}"), ev(None, "one\ntwo"), ev(None, "x")];
         for piece in 1..body.len() {
             assert_eq!(parse_in_pieces(body, piece), expected, "piece size {piece}");
         }
@@ -245,10 +221,7 @@ mod tests {
     #[test]
     fn multi_line_data_is_joined_with_newlines() {
         let body = b"data: first\ndata:second\ndata:  third\n\n";
-        assert_eq!(
-            parse_in_pieces(body, 3),
-            vec![ev(None, "first\nsecond\n third")]
-        );
+        assert_eq!(parse_in_pieces(body, 3), vec![ev(None, "first\nsecond\n third")]);
     }
 
     #[test]
@@ -270,10 +243,7 @@ mod tests {
 
     #[test]
     fn last_event_without_blank_line_is_dispatched_at_finish() {
-        assert_eq!(
-            parse_in_pieces(b"data: [DONE]", 5),
-            vec![ev(None, "[DONE]")]
-        );
+        assert_eq!(parse_in_pieces(b"data: [DONE]", 5), vec![ev(None, "[DONE]")]);
     }
 
     #[test]

@@ -76,19 +76,13 @@ impl<D: Decoder> State<D> {
 }
 
 fn protocol(err: super::sse::SseError) -> ProviderError {
-    ProviderError::Protocol {
-        detail: err.to_string(),
-    }
+    ProviderError::Protocol { detail: err.to_string() }
 }
 
 /// The reply stream of `response`, decoded by `decoder`.
 ///
 /// Events decoded before an error are delivered first; the error ends the stream.
-pub(crate) fn sse_event_stream<D: Decoder>(
-    response: reqwest::Response,
-    decoder: D,
-    idle: Duration,
-) -> EventStream {
+pub(crate) fn sse_event_stream<D: Decoder>(response: reqwest::Response, decoder: D, idle: Duration) -> EventStream {
     let state = State {
         body: response.bytes_stream().boxed(),
         parser: SseParser::default(),
@@ -150,11 +144,7 @@ pub(crate) async fn open_stream<D: Decoder>(
                         retry_after: None,
                     },
                     // A decoded stream always ends with `Finish` or an error; be total anyway.
-                    None => Refused {
-                        error: ProviderError::Truncated,
-                        retryable: true,
-                        retry_after: None,
-                    },
+                    None => Refused { error: ProviderError::Truncated, retryable: true, retry_after: None },
                 }
             }
             Err(refused) => refused,

@@ -27,11 +27,7 @@ pub fn default_files(agent_name: &str) -> Vec<(WorkspacePath, String)> {
 pub fn identity_name(identity_md: &str) -> Option<String> {
     let mut lines = identity_md.lines();
     while let Some(line) = lines.next() {
-        let stripped = line
-            .trim()
-            .trim_start_matches(['-', '*', '+'])
-            .trim_start()
-            .replace(['*', '_'], "");
+        let stripped = line.trim().trim_start_matches(['-', '*', '+']).trim_start().replace(['*', '_'], "");
         let Some((key, value)) = stripped.split_once(':') else {
             continue;
         };
@@ -55,11 +51,7 @@ fn clean_name(raw: &str) -> Option<String> {
     if name.is_empty() || name.starts_with('(') || name.starts_with('[') {
         return None;
     }
-    let name: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME_CHARS)
-        .collect();
+    let name: String = name.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
     Some(name.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
@@ -172,19 +164,10 @@ mod tests {
     #[test]
     fn identity_name_reads_common_forms() {
         assert_eq!(identity_name("- **Name:** Claw").as_deref(), Some("Claw"));
-        assert_eq!(
-            identity_name("**Name:** Molty \u{1f99e}").as_deref(),
-            Some("Molty \u{1f99e}")
-        );
+        assert_eq!(identity_name("**Name:** Molty \u{1f99e}").as_deref(), Some("Molty \u{1f99e}"));
         assert_eq!(identity_name("# Me\nName: Ada\n").as_deref(), Some("Ada"));
-        assert_eq!(
-            identity_name("* **Name:**\n  *Nova*\n").as_deref(),
-            Some("Nova")
-        );
-        assert_eq!(
-            identity_name("* **Name:**\n  *(pick something you like)*\n"),
-            None
-        );
+        assert_eq!(identity_name("* **Name:**\n  *Nova*\n").as_deref(), Some("Nova"));
+        assert_eq!(identity_name("* **Name:**\n  *(pick something you like)*\n"), None);
         assert_eq!(identity_name("no name here"), None);
         assert!(default_files("  ")[3].1.contains("**Name:** Claw"));
     }

@@ -106,31 +106,18 @@ pub fn parse_skill(text: &str) -> Result<SkillDocument, FrontmatterError> {
         }
         let (key, value) = line
             .split_once(':')
-            .filter(|(k, _)| {
-                !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            })
+            .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
             .ok_or(FrontmatterError::BadLine { line: number })?;
         if entries.iter().any(|e| e.key == key) {
-            return Err(FrontmatterError::DuplicateKey {
-                key: key.to_owned(),
-            });
+            return Err(FrontmatterError::DuplicateKey { key: key.to_owned() });
         }
-        entries.push(Entry {
-            key: key.to_owned(),
-            inline: value.trim().to_owned(),
-            continuation: Vec::new(),
-        });
+        entries.push(Entry { key: key.to_owned(), inline: value.trim().to_owned(), continuation: Vec::new() });
     }
     if !closed {
         return Err(FrontmatterError::Unclosed);
     }
     let text_value = |key: &'static str| -> Result<String, FrontmatterError> {
-        let entry = entries
-            .iter()
-            .find(|e| e.key == key)
-            .ok_or(FrontmatterError::MissingKey { key })?;
+        let entry = entries.iter().find(|e| e.key == key).ok_or(FrontmatterError::MissingKey { key })?;
         let value = scalar(entry).ok_or(FrontmatterError::NotText { key })?;
         if value.trim().is_empty() {
             return Err(FrontmatterError::MissingKey { key });
@@ -142,11 +129,7 @@ pub fn parse_skill(text: &str) -> Result<SkillDocument, FrontmatterError> {
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(FrontmatterError::DescriptionTooLong);
     }
-    Ok(SkillDocument {
-        name,
-        description,
-        body: text[consumed..].to_owned(),
-    })
+    Ok(SkillDocument { name, description, body: text[consumed..].to_owned() })
 }
 
 /// The text value of an entry, or `None` when it is not plain text.
@@ -163,11 +146,7 @@ fn scalar(entry: &Entry) -> Option<String> {
             lines.join("\n")
         } else {
             // Folded: single line breaks become spaces, blank lines stay as breaks.
-            lines
-                .split(|l| l.is_empty())
-                .map(|para| para.join(" "))
-                .collect::<Vec<_>>()
-                .join("\n")
+            lines.split(|l| l.is_empty()).map(|para| para.join(" ")).collect::<Vec<_>>().join("\n")
         };
         return Some(joined.trim().to_owned());
     }
@@ -175,11 +154,7 @@ fn scalar(entry: &Entry) -> Option<String> {
         // A nested mapping or list, not text.
         return None;
     }
-    if entry
-        .continuation
-        .iter()
-        .any(|l| l.trim_start().starts_with('-'))
-    {
+    if entry.continuation.iter().any(|l| l.trim_start().starts_with('-')) {
         return None;
     }
     // Plain multi-line scalars fold their continuation lines in.
@@ -251,8 +226,7 @@ mod tests {
         assert_eq!(doc.name, "weather");
         assert_eq!(doc.description, "Gets the weather for a city.");
         assert_eq!(doc.body, "body");
-        let doc = parse_skill("---\nname: 'it''s'\ndescription: \"a \\\"b\\\"\" # note\n---\n")
-            .expect("valid");
+        let doc = parse_skill("---\nname: 'it''s'\ndescription: \"a \\\"b\\\"\" # note\n---\n").expect("valid");
         assert_eq!(doc.name, "it's");
         assert_eq!(doc.description, "a \"b\"");
     }
@@ -262,50 +236,20 @@ mod tests {
         let cases: &[(&str, FrontmatterError)] = &[
             ("# no frontmatter\n", FrontmatterError::Missing),
             ("---\nname: x\ndescription: y\n", FrontmatterError::Unclosed),
-            (
-                "---\nname: x\n---\n",
-                FrontmatterError::MissingKey { key: "description" },
-            ),
-            (
-                "---\ndescription: y\n---\n",
-                FrontmatterError::MissingKey { key: "name" },
-            ),
-            (
-                "---\nname: \"\"\ndescription: y\n---\n",
-                FrontmatterError::MissingKey { key: "name" },
-            ),
-            (
-                "---\nname: x\nname: z\ndescription: y\n---\n",
-                FrontmatterError::DuplicateKey { key: "name".into() },
-            ),
-            (
-                "---\nname: x\nthis is not yaml\n---\n",
-                FrontmatterError::BadLine { line: 3 },
-            ),
-            (
-                "---\n  indented: first\n---\n",
-                FrontmatterError::BadLine { line: 2 },
-            ),
-            (
-                "---\nname:\n  - a\n  - b\ndescription: y\n---\n",
-                FrontmatterError::NotText { key: "name" },
-            ),
-            (
-                "---\nname: [a, b]\ndescription: y\n---\n",
-                FrontmatterError::NotText { key: "name" },
-            ),
-            (
-                "---\nname: \"open\ndescription: y\n---\n",
-                FrontmatterError::NotText { key: "name" },
-            ),
+            ("---\nname: x\n---\n", FrontmatterError::MissingKey { key: "description" }),
+            ("---\ndescription: y\n---\n", FrontmatterError::MissingKey { key: "name" }),
+            ("---\nname: \"\"\ndescription: y\n---\n", FrontmatterError::MissingKey { key: "name" }),
+            ("---\nname: x\nname: z\ndescription: y\n---\n", FrontmatterError::DuplicateKey { key: "name".into() }),
+            ("---\nname: x\nthis is not yaml\n---\n", FrontmatterError::BadLine { line: 3 }),
+            ("---\n  indented: first\n---\n", FrontmatterError::BadLine { line: 2 }),
+            ("---\nname:\n  - a\n  - b\ndescription: y\n---\n", FrontmatterError::NotText { key: "name" }),
+            ("---\nname: [a, b]\ndescription: y\n---\n", FrontmatterError::NotText { key: "name" }),
+            ("---\nname: \"open\ndescription: y\n---\n", FrontmatterError::NotText { key: "name" }),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_skill(text).as_ref(), Err(expected), "{text:?}");
         }
         let long = format!("---\nname: x\ndescription: {}\n---\n", "d".repeat(1025));
-        assert_eq!(
-            parse_skill(&long),
-            Err(FrontmatterError::DescriptionTooLong)
-        );
+        assert_eq!(parse_skill(&long), Err(FrontmatterError::DescriptionTooLong));
     }
 }

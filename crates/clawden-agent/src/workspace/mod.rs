@@ -114,14 +114,9 @@ pub fn char_count(text: &str) -> usize {
 /// UTF-8 only (no lossy conversion, so nothing is silently changed), no NUL, at most
 /// [`MAX_FILE_CHARS`] characters; a `SKILL.md` must have valid frontmatter whose `name` is its
 /// directory name.
-pub fn validate_file<'a>(
-    path: &WorkspacePath,
-    content: &'a [u8],
-) -> Result<&'a str, WorkspaceFileError> {
+pub fn validate_file<'a>(path: &WorkspacePath, content: &'a [u8]) -> Result<&'a str, WorkspaceFileError> {
     let shown = path.as_path();
-    let text = std::str::from_utf8(content).map_err(|_| WorkspaceFileError::NotUtf8 {
-        path: shown.clone(),
-    })?;
+    let text = std::str::from_utf8(content).map_err(|_| WorkspaceFileError::NotUtf8 { path: shown.clone() })?;
     if text.contains('\0') {
         return Err(WorkspaceFileError::Binary { path: shown });
     }
@@ -130,10 +125,7 @@ pub fn validate_file<'a>(
         return Err(WorkspaceFileError::FileTooLarge { path: shown, chars });
     }
     if let WorkspacePath::Skill(dir) = path {
-        let doc = parse_skill(text).map_err(|error| WorkspaceFileError::Frontmatter {
-            path: shown.clone(),
-            error,
-        })?;
+        let doc = parse_skill(text).map_err(|error| WorkspaceFileError::Frontmatter { path: shown.clone(), error })?;
         if doc.name != dir.as_str() {
             return Err(WorkspaceFileError::SkillNameMismatch {
                 path: shown,
@@ -152,11 +144,7 @@ pub fn check_workspace_total<'a>(
     path: &WorkspacePath,
     new_chars: usize,
 ) -> Result<usize, WorkspaceFileError> {
-    let others: usize = existing
-        .into_iter()
-        .filter(|(p, _)| *p != path)
-        .map(|(_, chars)| chars)
-        .sum();
+    let others: usize = existing.into_iter().filter(|(p, _)| *p != path).map(|(_, chars)| chars).sum();
     let total = others.saturating_add(new_chars);
     if total > MAX_TOTAL_CHARS {
         Err(WorkspaceFileError::WorkspaceTooLarge { total })
@@ -176,9 +164,7 @@ pub fn validate_workspace<'a>(
         let path = WorkspacePath::parse(raw)?;
         let text = validate_file(&path, content)?;
         if out.iter().any(|(p, _)| *p == path) {
-            return Err(WorkspaceFileError::DuplicateFile {
-                path: path.as_path(),
-            });
+            return Err(WorkspaceFileError::DuplicateFile { path: path.as_path() });
         }
         total = total.saturating_add(char_count(text));
         if total > MAX_TOTAL_CHARS {
@@ -200,20 +186,12 @@ mod tests {
     #[test]
     fn a_whole_workspace_is_checked_at_once() {
         let files = default_files("Pinchy");
-        let owned: Vec<(String, Vec<u8>)> = files
-            .iter()
-            .map(|(p, c)| (p.as_path(), c.clone().into_bytes()))
-            .collect();
+        let owned: Vec<(String, Vec<u8>)> = files.iter().map(|(p, c)| (p.as_path(), c.clone().into_bytes())).collect();
         let borrowed = owned.iter().map(|(p, c)| (p.as_str(), c.as_slice()));
         assert_eq!(validate_workspace(borrowed).map(|v| v.len()), Ok(7));
 
         let twice = [("SOUL.md", &b"a"[..]), ("SOUL.md", &b"b"[..])];
-        assert_eq!(
-            validate_workspace(twice),
-            Err(WorkspaceFileError::DuplicateFile {
-                path: "SOUL.md".into()
-            })
-        );
+        assert_eq!(validate_workspace(twice), Err(WorkspaceFileError::DuplicateFile { path: "SOUL.md".into() }));
         let big = "a".repeat(MAX_FILE_CHARS);
         let too_much = [
             ("SOUL.md", big.as_bytes()),
@@ -223,14 +201,9 @@ mod tests {
         ];
         assert_eq!(
             validate_workspace(too_much),
-            Err(WorkspaceFileError::WorkspaceTooLarge {
-                total: MAX_TOTAL_CHARS + 1
-            })
+            Err(WorkspaceFileError::WorkspaceTooLarge { total: MAX_TOTAL_CHARS + 1 })
         );
-        assert_eq!(
-            validate_workspace([("../SOUL.md", &b"x"[..])]),
-            Err(WorkspaceFileError::DotSegment)
-        );
+        assert_eq!(validate_workspace([("../SOUL.md", &b"x"[..])]), Err(WorkspaceFileError::DotSegment));
     }
 
     #[test]
@@ -240,10 +213,7 @@ mod tests {
         let big = "a".repeat(MAX_FILE_CHARS + 1);
         assert_eq!(
             validate_file(&WorkspacePath::Soul, big.as_bytes()),
-            Err(WorkspaceFileError::FileTooLarge {
-                path: "SOUL.md".into(),
-                chars: MAX_FILE_CHARS + 1
-            })
+            Err(WorkspaceFileError::FileTooLarge { path: "SOUL.md".into(), chars: MAX_FILE_CHARS + 1 })
         );
         // Characters, not bytes: 20 000 lobsters are 80 000 bytes and still fit.
         let wide = "\u{1f99e}".repeat(MAX_FILE_CHARS);
@@ -254,15 +224,11 @@ mod tests {
     fn non_utf8_and_binary_content_is_refused() {
         assert_eq!(
             validate_file(&WorkspacePath::User, b"caf\xe9"),
-            Err(WorkspaceFileError::NotUtf8 {
-                path: "USER.md".into()
-            })
+            Err(WorkspaceFileError::NotUtf8 { path: "USER.md".into() })
         );
         assert_eq!(
             validate_file(&WorkspacePath::User, b"a\0b"),
-            Err(WorkspaceFileError::Binary {
-                path: "USER.md".into()
-            })
+            Err(WorkspaceFileError::Binary { path: "USER.md".into() })
         );
     }
 
@@ -295,10 +261,7 @@ mod tests {
                 error: FrontmatterError::MissingKey { key: "description" }
             })
         );
-        assert!(matches!(
-            validate_file(&skill("git"), b"no frontmatter"),
-            Err(WorkspaceFileError::Frontmatter { .. })
-        ));
+        assert!(matches!(validate_file(&skill("git"), b"no frontmatter"), Err(WorkspaceFileError::Frontmatter { .. })));
         // Root files have no frontmatter rules.
         assert!(validate_file(&WorkspacePath::Soul, b"no frontmatter").is_ok());
     }

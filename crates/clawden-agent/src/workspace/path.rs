@@ -20,11 +20,8 @@ impl SkillName {
     /// Checks a skill name.
     pub fn parse(name: &str) -> Result<Self, WorkspaceFileError> {
         let mut chars = name.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        let rest_ok =
-            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if first_ok && rest_ok && name.len() <= MAX_SKILL_NAME_CHARS {
             Ok(Self(name.to_owned()))
         } else {
@@ -104,11 +101,7 @@ impl WorkspacePath {
         }
         let unknown = || WorkspaceFileError::UnknownFile { path: shorten(raw) };
         match segments.as_slice() {
-            [name] => Self::ROOT_FILES
-                .iter()
-                .find(|p| p.root_name() == Some(*name))
-                .cloned()
-                .ok_or_else(unknown),
+            [name] => Self::ROOT_FILES.iter().find(|p| p.root_name() == Some(*name)).cloned().ok_or_else(unknown),
             ["skills", name, "SKILL.md"] => Ok(WorkspacePath::Skill(SkillName::parse(name)?)),
             _ => Err(unknown()),
         }
@@ -212,17 +205,8 @@ mod tests {
 
     #[test]
     fn dot_dot_is_refused() {
-        for raw in [
-            "../SOUL.md",
-            "skills/../SOUL.md",
-            "skills/x/../../etc/passwd",
-            "./SOUL.md",
-        ] {
-            assert_eq!(
-                WorkspacePath::parse(raw),
-                Err(WorkspaceFileError::DotSegment),
-                "{raw}"
-            );
+        for raw in ["../SOUL.md", "skills/../SOUL.md", "skills/x/../../etc/passwd", "./SOUL.md"] {
+            assert_eq!(WorkspacePath::parse(raw), Err(WorkspaceFileError::DotSegment), "{raw}");
         }
         assert!(WorkspacePath::parse("skills/../SKILL.md").is_err());
     }
@@ -230,11 +214,7 @@ mod tests {
     #[test]
     fn absolute_paths_are_refused() {
         for raw in ["/SOUL.md", "/etc/passwd", "\\SOUL.md", "C:SOUL.md", "c:/x"] {
-            assert_eq!(
-                WorkspacePath::parse(raw),
-                Err(WorkspaceFileError::AbsolutePath),
-                "{raw}"
-            );
+            assert_eq!(WorkspacePath::parse(raw), Err(WorkspaceFileError::AbsolutePath), "{raw}");
         }
     }
 
@@ -260,26 +240,13 @@ mod tests {
                 "{raw:?}"
             );
         }
-        assert_eq!(
-            WorkspacePath::parse("skills\\x\\SKILL.md"),
-            Err(WorkspaceFileError::Backslash)
-        );
+        assert_eq!(WorkspacePath::parse("skills\\x\\SKILL.md"), Err(WorkspaceFileError::Backslash));
         assert_eq!(WorkspacePath::parse(""), Err(WorkspaceFileError::EmptyPath));
     }
 
     #[test]
     fn skill_names_use_a_safe_charset() {
-        for bad in [
-            "",
-            "-x",
-            "_x",
-            "Git",
-            "a b",
-            "a.b",
-            "ä",
-            "x/y",
-            &"a".repeat(65),
-        ] {
+        for bad in ["", "-x", "_x", "Git", "a b", "a.b", "ä", "x/y", &"a".repeat(65)] {
             assert!(SkillName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(SkillName::parse(&"a".repeat(64)).is_ok());

@@ -85,10 +85,7 @@ pub fn anthropic_frames(events: &[serde_json::Value]) -> String {
 /// SSE `data:` frames for OpenAI chunks, then `data: [DONE]`; `\r\n` endings when asked.
 pub fn openai_frames(chunks: &[serde_json::Value], crlf: bool) -> String {
     let nl = if crlf { "\r\n" } else { "\n" };
-    let mut out: String = chunks
-        .iter()
-        .map(|c| format!("data: {c}{nl}{nl}"))
-        .collect();
+    let mut out: String = chunks.iter().map(|c| format!("data: {c}{nl}{nl}")).collect();
     out.push_str(&format!("data: [DONE]{nl}{nl}"));
     out
 }
@@ -105,11 +102,7 @@ pub async fn serve(script: Vec<Scripted>) -> Fake {
                 let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 let index = {
                     let mut r = received.lock().expect("not poisoned");
-                    r.push(Received {
-                        path: uri.path().to_owned(),
-                        headers,
-                        body,
-                    });
+                    r.push(Received { path: uri.path().to_owned(), headers, body });
                     r.len() - 1
                 };
                 let answer = {
@@ -120,37 +113,29 @@ pub async fn serve(script: Vec<Scripted>) -> Fake {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().expect("bound");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Fake {
-        base: format!("http://{addr}"),
-        received,
-    }
+    Fake { base: format!("http://{addr}"), received }
 }
 
 fn respond(answer: Option<Scripted>) -> Response {
     let sse = |pieces: Vec<Vec<u8>>, stall: bool| {
-        let stream = futures::stream::unfold(
-            (pieces.into_iter(), stall),
-            |(mut pieces, stall)| async move {
-                match pieces.next() {
-                    Some(piece) => {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        Some((Ok::<_, Infallible>(Bytes::from(piece)), (pieces, stall)))
-                    }
-                    None if stall => {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        None
-                    }
-                    None => None,
+        let stream = futures::stream::unfold((pieces.into_iter(), stall), |(mut pieces, stall)| async move {
+            match pieces.next() {
+                Some(piece) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Some((Ok::<_, Infallible>(Bytes::from(piece)), (pieces, stall)))
                 }
-            },
-        );
+                None if stall => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    None
+                }
+                None => None,
+            }
+        });
         Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "text/event-stream")
@@ -160,23 +145,14 @@ fn respond(answer: Option<Scripted>) -> Response {
     match answer {
         Some(Scripted::Stream(pieces)) => sse(pieces, false),
         Some(Scripted::StreamThenStall(pieces)) => sse(pieces, true),
-        Some(Scripted::Status {
-            status,
-            headers,
-            body,
-        }) => {
-            let mut builder = Response::builder()
-                .status(status)
-                .header("content-type", "application/json");
+        Some(Scripted::Status { status, headers, body }) => {
+            let mut builder = Response::builder().status(status).header("content-type", "application/json");
             for (name, value) in headers {
                 builder = builder.header(name, value);
             }
             builder.body(Body::from(body)).expect("valid response")
         }
-        None => Response::builder()
-            .status(500)
-            .body(Body::empty())
-            .expect("valid response"),
+        None => Response::builder().status(500).body(Body::empty()).expect("valid response"),
     }
 }
 

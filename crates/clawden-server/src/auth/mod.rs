@@ -4,8 +4,10 @@
 
 pub mod cookie;
 mod csrf;
+mod instance;
 
 pub use csrf::csrf_token_for;
+pub use instance::{InstanceAdmin, InstanceOwner, Member};
 
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;

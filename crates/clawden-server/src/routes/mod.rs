@@ -2,11 +2,14 @@
 //! the server serves is generated from the same code that routes requests.
 
 pub mod auth;
+pub mod conversations;
 pub mod gateway;
 pub mod health;
+pub mod instances;
 pub mod invites;
 pub mod keys;
 pub mod me;
+pub mod openai;
 pub mod totp;
 
 use crate::state::AppState;
@@ -43,5 +46,14 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(totp::disable))
         .routes(routes!(gateway::rotate))
         .routes(routes!(gateway::models))
+        .routes(routes!(openai::completions))
+        .routes(routes!(instances::list))
+        .routes(routes!(instances::get_one))
+        .routes(routes!(instances::list_files))
+        .routes(routes!(instances::read_file, instances::write_file, instances::delete_file))
+        .routes(routes!(instances::usage))
+        .routes(routes!(conversations::list, conversations::create, conversations::delete_all))
+        .routes(routes!(conversations::delete_one))
+        .routes(routes!(conversations::messages, conversations::send))
         .split_for_parts()
 }

@@ -4,6 +4,7 @@
 //! ids, integer times and flags, byte blobs), so the SQL is written once. What differs —
 //! connection setup, migrations, and how a write transaction starts — lives here.
 
+mod agents;
 mod audit;
 mod gateway;
 mod invites;

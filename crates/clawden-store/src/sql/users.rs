@@ -48,6 +48,12 @@ impl UserStore for SqlStore {
             created_at: new.now,
         };
         let instance = Instance { id: InstanceId::new(), name: new.instance_name.clone(), created_at: new.now };
+        let mut files = Vec::with_capacity(new.initial_files.len());
+        for (path, text) in &new.initial_files {
+            let owner = crate::KeyOwner::Instance(instance.id);
+            let sealed = self.seal(owner, "agent_files", "content", path, text.as_bytes(), new.now).await?;
+            files.push((path, sealed, i64::try_from(text.chars().count()).unwrap_or(i64::MAX)));
+        }
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, tier, platform_admin, disabled, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
@@ -83,6 +89,18 @@ impl UserStore for SqlStore {
             .bind(new.now)
             .execute(&mut *tx.tx)
             .await?;
+        for (path, sealed, chars) in files {
+            sqlx::query(
+                "INSERT INTO agent_files (instance_id, path, content, chars, updated_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(instance.id.to_string())
+            .bind(path)
+            .bind(sealed)
+            .bind(chars)
+            .bind(new.now)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
         let mut audit = audit;
         if audit.actor.is_none() && matches!(audit.chain, crate::AuditChain::System) {
             audit.chain = crate::AuditChain::Account(user.id);

@@ -1,0 +1,144 @@
+//! Building the agent runtime from the settings, and the per-user limits on chatting that
+//! live in the server: bursts per minute, replies streaming at once, WebSockets open at once.
+
+use crate::error::ApiError;
+use crate::limits::WindowCounter;
+use crate::settings::Settings;
+use axum::http::StatusCode;
+use clawden_agent::provider::anthropic::AnthropicSettings;
+use clawden_agent::provider::openai::OpenAiSettings;
+use clawden_agent::provider::{BaseUrl, Provider, ProviderConfig};
+use clawden_agent::runtime::{Quotas, RuntimeSettings, TurnError};
+use clawden_core::{Clock, UserId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The provider the settings name, and the platform key for it.
+pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn Provider>, Option<secrecy::SecretString>), String> {
+    let parse = |url: &str| BaseUrl::parse(url).map_err(|e| e.to_string());
+    let config = match settings.provider_name() {
+        "anthropic" => {
+            let base = parse(settings.anthropic_base_url.as_deref().unwrap_or("https://api.anthropic.com"))?;
+            (ProviderConfig::Anthropic(AnthropicSettings::new(base)), settings.anthropic_api_key.clone())
+        }
+        "openai" => {
+            let base = parse(settings.openai_base_url.as_deref().unwrap_or("https://api.openai.com"))?;
+            (ProviderConfig::OpenAi(OpenAiSettings::new(base)), settings.openai_api_key.clone())
+        }
+        _ => (ProviderConfig::Demo, None),
+    };
+    let provider = config.0.build().map_err(|e| e.to_string())?;
+    Ok((provider, config.1))
+}
+
+/// The runtime's settings from the server's.
+pub fn runtime_settings(settings: &Settings) -> RuntimeSettings {
+    RuntimeSettings {
+        model: settings.model_name(),
+        max_tokens: settings.chat.max_reply_tokens,
+        max_message_chars: settings.chat.max_message_chars,
+        quotas: Quotas {
+            base_messages_per_day: settings.chat.base_messages_per_day,
+            invite_messages_per_day: settings.chat.invite_messages_per_day,
+            base_tool_calls_per_day: 0,
+            invite_tool_calls_per_day: settings.chat.invite_tool_calls_per_day,
+        },
+        ..RuntimeSettings::default()
+    }
+}
+
+/// Maps a turn error to the API's error shape.
+pub fn turn_error(err: TurnError) -> ApiError {
+    match err {
+        TurnError::NotFound => ApiError::not_found(),
+        TurnError::BadMessage(m) => ApiError::bad_request("invalid_message", m),
+        TurnError::QuotaExceeded { retry_after_secs } => {
+            let mut e =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", "today's message quota is spent");
+            e.set_retry_after(retry_after_secs);
+            e
+        }
+        TurnError::Provider(p) => ApiError::new(StatusCode::BAD_GATEWAY, p.code(), p.to_string()),
+        TurnError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// Counts something a user holds open, up to a cap; the slot frees itself when dropped.
+#[derive(Debug, Default)]
+pub struct Slots {
+    held: Mutex<HashMap<UserId, usize>>,
+}
+
+/// One held slot.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+    user: UserId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// Takes a slot for `user` if fewer than `cap` are held.
+    pub fn take(self: &Arc<Self>, user: UserId, cap: usize) -> Option<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(user).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { slots: Arc::clone(self), user })
+    }
+}
+
+/// The server-side chat limits.
+#[derive(Debug)]
+pub struct ChatLimits {
+    clock: Arc<dyn Clock>,
+    per_minute: WindowCounter,
+    /// Replies streaming now, per user.
+    pub streams: Arc<Slots>,
+    /// WebSockets open now, per user.
+    pub sockets: Arc<Slots>,
+}
+
+impl ChatLimits {
+    /// Limits from the settings.
+    pub fn new(settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            per_minute: WindowCounter::new(settings.chat.messages_per_minute, 60_000),
+            streams: Arc::default(),
+            sockets: Arc::default(),
+        }
+    }
+
+    /// Counts one message against the per-minute burst limit.
+    pub fn burst(&self, user: UserId) -> Result<(), ApiError> {
+        self.per_minute.hit(&user.to_string(), self.clock.now_millis()).map_err(|wait| {
+            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many messages; slow down");
+            e.set_retry_after(wait);
+            e
+        })
+    }
+
+    /// Takes a streaming slot.
+    pub fn stream_slot(&self, user: UserId, cap: usize) -> Result<Slot, ApiError> {
+        self.streams.take(user, cap).ok_or_else(|| {
+            let mut e =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", "too many replies in progress");
+            e.set_retry_after(1);
+            e
+        })
+    }
+}

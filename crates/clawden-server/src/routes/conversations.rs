@@ -1,0 +1,256 @@
+//! `/api/v1/conversations`: the caller's own conversations and their messages. Sending a
+//! message answers with the reply as JSON, or streams it as server-sent events.
+
+use crate::audit;
+use crate::auth::Authed;
+use crate::chat::turn_error;
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use clawden_agent::provider::ChatMessage;
+use clawden_agent::runtime::{decode_message, TurnEvent};
+use clawden_core::{ConversationId, InstanceId, Role};
+use clawden_store::{AuditChain, Conversation, StoreError, StoredMessage};
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+
+/// A conversation as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationBody {
+    #[schema(value_type = String)]
+    id: ConversationId,
+    #[schema(value_type = String)]
+    instance_id: InstanceId,
+    title: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<Conversation> for ConversationBody {
+    fn from(c: Conversation) -> Self {
+        Self {
+            id: c.id,
+            instance_id: c.instance_id,
+            title: c.title,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// A message as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessageBody {
+    id: String,
+    seq: i64,
+    /// `user`, `assistant` or `tool`.
+    role: String,
+    content: String,
+    created_at: i64,
+}
+
+impl From<&StoredMessage> for MessageBody {
+    fn from(m: &StoredMessage) -> Self {
+        let content = match decode_message(&m.body) {
+            Some(ChatMessage::User { content }) | Some(ChatMessage::Assistant { content, .. }) => content,
+            Some(ChatMessage::ToolResult { content, .. }) => content,
+            None => String::new(),
+        };
+        Self { id: m.id.clone(), seq: m.seq, role: m.role.clone(), content, created_at: m.created_at }
+    }
+}
+
+/// The caller's conversations, newest first.
+#[utoipa::path(get, path = "/api/v1/conversations", tag = "chat", responses((status = 200, body = [ConversationBody])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+) -> Result<Json<Vec<ConversationBody>>, ApiError> {
+    Ok(Json(state.store.conversations(&auth.principal()).await?.into_iter().map(Into::into).collect()))
+}
+
+/// A new conversation.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct NewConversation {
+    /// The agent to talk to; default: the caller's own (first owned) instance.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    instance_id: Option<InstanceId>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// Created.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedBody {
+    #[schema(value_type = String)]
+    id: ConversationId,
+}
+
+/// The caller's default instance: the first they own, else the first they belong to.
+pub(crate) async fn default_instance(state: &AppState, auth: &crate::auth::Auth) -> Result<InstanceId, ApiError> {
+    let memberships = state.store.memberships(&auth.principal()).await?;
+    memberships
+        .iter()
+        .find(|m| m.role == Role::Owner)
+        .or_else(|| memberships.first())
+        .map(|m| m.id)
+        .ok_or_else(|| ApiError::bad_request("no_instance", "you belong to no instance"))
+}
+
+/// Creates a conversation (and checks the per-user cap).
+pub(crate) async fn create_conversation(
+    state: &AppState,
+    auth: &crate::auth::Auth,
+    instance: Option<InstanceId>,
+    title: Option<&str>,
+) -> Result<Conversation, ApiError> {
+    let instance = match instance {
+        Some(i) => i,
+        None => default_instance(state, auth).await?,
+    };
+    let title: String =
+        title.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("New conversation").chars().take(200).collect();
+    let max = state.settings.chat.conversations_per_user;
+    match state.store.create_conversation(&auth.principal(), instance, &title, max, state.now()).await {
+        Err(StoreError::LimitReached(_)) => Err(ApiError::bad_request(
+            "too_many_conversations",
+            format!("at most {max} conversations; delete some first"),
+        )),
+        other => Ok(other?),
+    }
+}
+
+/// Starts a conversation with one of the caller's instances.
+#[utoipa::path(post, path = "/api/v1/conversations", tag = "chat", request_body = NewConversation,
+    responses((status = 201, body = CreatedBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
+    // The body is optional: no body means the defaults.
+    let req: NewConversation = if body.iter().all(u8::is_ascii_whitespace) {
+        NewConversation::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| ApiError::bad_request("invalid_json", "the body is not valid JSON"))?
+    };
+    let conversation = create_conversation(&state, &auth, req.instance_id, req.title.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedBody { id: conversation.id })))
+}
+
+/// Deletes all of the caller's conversations (clear history).
+#[utoipa::path(delete, path = "/api/v1/conversations", tag = "chat", responses((status = 204)))]
+pub async fn delete_all(State(state): State<AppState>, Authed(auth): Authed) -> Result<StatusCode, ApiError> {
+    let ev =
+        audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "conversation.clear");
+    state.store.delete_conversations(&auth.principal(), None, ev).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes one of the caller's conversations.
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "chat", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn delete_one(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<StatusCode, ApiError> {
+    let ev =
+        audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "conversation.delete");
+    match state.store.delete_conversations(&auth.principal(), Some(id), ev).await? {
+        0 => Err(ApiError::not_found()),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// The messages of one of the caller's conversations, oldest first (the last 500).
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "chat", params(("id" = String, Path)),
+    responses((status = 200, body = [MessageBody]), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn messages(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<Json<Vec<MessageBody>>, ApiError> {
+    let stored = state.store.messages(&auth.principal(), id, 500).await?;
+    Ok(Json(stored.iter().map(MessageBody::from).collect()))
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SendRequest {
+    content: String,
+}
+
+/// The stored message and the agent's reply.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SendBody {
+    message: MessageBody,
+    reply: MessageBody,
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// Sends a message and answers with the agent's reply. The message is stored (and counted)
+/// before the provider is called. With `Accept: text/event-stream` the reply streams as
+/// server-sent events: `message` (the stored message), `delta` (text), then `done` or `error`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "chat", params(("id" = String, Path)), request_body = SendRequest,
+    responses((status = 200, body = SendBody), (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
+        (status = 502, body = crate::error::ErrorBody)))]
+pub async fn send(
+    State(state): State<AppState>,
+    Authed(auth): Authed,
+    ApiPath(id): ApiPath<ConversationId>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<Response, ApiError> {
+    let user = auth.user.id;
+    let conversation = state.store.conversation(&auth.principal(), id).await?.ok_or_else(ApiError::not_found)?;
+    state.chat.burst(user)?;
+    let slot = state.chat.stream_slot(user, state.settings.chat.concurrent_streams_per_user)?;
+    let message = state.runtime.accept(user, &conversation, &req.content).await.map_err(turn_error)?;
+    let mut events = state.runtime.respond(user, conversation, Vec::new());
+    let message = MessageBody::from(&message);
+    if wants_stream(&headers) {
+        let stream = async_stream::stream! {
+            let _slot = slot;
+            yield Ok::<_, Infallible>(Event::default().event("message").json_data(&message).unwrap_or_default());
+            while let Some(event) = events.recv().await {
+                match event {
+                    TurnEvent::Delta(text) => {
+                        yield Ok(Event::default().event("delta").json_data(serde_json::json!({"text": text})).unwrap_or_default());
+                    }
+                    TurnEvent::Finished { reply, .. } => {
+                        yield Ok(Event::default().event("done").json_data(MessageBody::from(&reply)).unwrap_or_default());
+                        break;
+                    }
+                    TurnEvent::Failed { code, message } => {
+                        yield Ok(Event::default().event("error").json_data(serde_json::json!({"code": code, "message": message})).unwrap_or_default());
+                        break;
+                    }
+                }
+            }
+        };
+        return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
+    }
+    let _slot = slot;
+    while let Some(event) = events.recv().await {
+        match event {
+            TurnEvent::Delta(_) => {}
+            TurnEvent::Finished { reply, .. } => {
+                return Ok(Json(SendBody { message, reply: MessageBody::from(&reply) }).into_response());
+            }
+            TurnEvent::Failed { code, message } => {
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
+            }
+        }
+    }
+    Err(ApiError::internal("the turn ended without a result"))
+}

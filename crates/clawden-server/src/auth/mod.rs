@@ -164,15 +164,16 @@ fn bad_bearer() -> ApiError {
     ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_token", "the bearer credential is not valid here")
 }
 
-/// Resolves `Authorization: Bearer …`: an API key anywhere, a gateway token on the chat
-/// routes only. Failures count against the client address and lock it out with backoff.
-async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: ClientIp) -> Result<Request, ApiError> {
+/// Authenticates a bearer credential for a request to `path`: an API key anywhere, a gateway
+/// token on the chat routes only. Failures count against the client address and lock it out
+/// with backoff; each failure is audited.
+pub async fn authenticate_bearer(state: &AppState, token: &str, path: &str, ip: ClientIp) -> Result<Auth, ApiError> {
     let now = state.now();
     let key = ip.0.to_string();
     state.limits.bearer_ip.check(&key, now).map_err(ApiError::rate_limited)?;
     let hasher = state.keyring.hasher();
     let found = if token.starts_with(API_KEY_PREFIX) && token.len() <= 128 {
-        let hash = hasher.hash(API_KEY_DOMAIN, &token);
+        let hash = hasher.hash(API_KEY_DOMAIN, token);
         match state.store.api_key_by_hash(&Principal::System, &hash).await? {
             Some((api_key, user)) if !user.disabled => {
                 if api_key.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
@@ -182,8 +183,8 @@ async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: C
             }
             _ => None,
         }
-    } else if token.starts_with(GATEWAY_PREFIX) && token.len() <= 128 && gateway_route(req.uri().path()) {
-        let hash = hasher.hash(GATEWAY_DOMAIN, &token);
+    } else if token.starts_with(GATEWAY_PREFIX) && token.len() <= 128 && gateway_route(path) {
+        let hash = hasher.hash(GATEWAY_DOMAIN, token);
         match state.store.gateway_token_by_hash(&Principal::System, &hash, now).await? {
             Some((instance, owner)) if !owner.disabled => Some(Auth { user: owner, via: Via::Gateway(instance), ip }),
             _ => None,
@@ -192,10 +193,7 @@ async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: C
         None
     };
     match found {
-        Some(auth) => {
-            req.extensions_mut().insert(auth);
-            Ok(req)
-        }
+        Some(auth) => Ok(auth),
         None => {
             state.limits.bearer_ip.fail(&key, now);
             crate::audit::record_failure(
@@ -204,12 +202,18 @@ async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: C
                 clawden_store::AuditChain::System,
                 None,
                 "auth.bearer",
-                req.uri().path().chars().take(200).collect(),
+                path.chars().take(200).collect(),
             )
             .await;
             Err(bad_bearer())
         }
     }
+}
+
+async fn resolve_bearer(state: &AppState, mut req: Request, token: String, ip: ClientIp) -> Result<Request, ApiError> {
+    let auth = authenticate_bearer(state, &token, req.uri().path(), ip).await?;
+    req.extensions_mut().insert(auth);
+    Ok(req)
 }
 
 async fn resolve_inner(state: &AppState, mut req: Request) -> Result<Request, ApiError> {

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod me;
 pub mod openai;
 pub mod totp;
+pub mod ws;
 
 use crate::state::AppState;
 use utoipa::OpenApi;
@@ -55,5 +56,6 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::list, conversations::create, conversations::delete_all))
         .routes(routes!(conversations::delete_one))
         .routes(routes!(conversations::messages, conversations::send))
+        .routes(routes!(ws::ws))
         .split_for_parts()
 }

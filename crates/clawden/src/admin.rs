@@ -197,7 +197,7 @@ impl Progress {
         }
         let bar = indicatif::ProgressBar::new(total);
         let style = indicatif::ProgressStyle::with_template(
-            "re-wrapping data keys {bar:40.cyan/blue} {pos}/{len} ({per_sec}, {eta} left)",
+            "re-wrapping data keys {bar:40.cyan/blue} {pos}/{len} ({eta} left)",
         )
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());

@@ -130,3 +130,126 @@ async fn browser_signs_up_signs_out_and_signs_in() {
     app.stop().await;
     drop(driver);
 }
+
+/// Clicks the submit button of the form posting to `action`.
+async fn submit(c: &fantoccini::Client, action: &str) {
+    let css = format!("form[action='{action}'] button[type=submit]");
+    c.find(Locator::Css(&css)).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
+    c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
+}
+
+async fn wait_for(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    match c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await {
+        Ok(el) => el,
+        Err(_) => panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default()),
+    }
+}
+
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let shot = c.screenshot().await.unwrap();
+    std::fs::write(artifact_dir().join(name), shot).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sets_up_two_factor_keys_and_credentials_on_the_security_page() {
+    use clawden_core::Clock;
+    let Some(driver) = start_driver().await else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = TestApp::spawn().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = ClientBuilder::rustls()
+        .expect("tls roots")
+        .capabilities(capabilities(profile.path()))
+        .connect(&driver.url)
+        .await
+        .expect("connect to chromedriver");
+
+    c.goto(&app.at("/signup")).await.unwrap();
+    type_into(&c, "#email", "secure@example.com").await;
+    type_into(&c, "#password", PASSWORD).await;
+    submit(&c, "/signup").await;
+    wait_for(&c, "#me-email").await;
+    c.find(Locator::Css("header nav a[href='/account/security']")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "#totp-status").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/account/security");
+    let status = c.find(Locator::Css("#totp-status")).await.unwrap().text().await.unwrap();
+    assert!(status.starts_with("Off"), "{status}");
+
+    // Two-factor: the QR code is an inline SVG drawn by the server; the secret is typed by hand.
+    submit(&c, "/account/security/totp/setup").await;
+    let secret_text = wait_for(&c, "#totp-secret").await.text().await.unwrap();
+    c.find(Locator::Css("figure.qr svg")).await.expect("an inline SVG QR code");
+    screenshot(&c, "totp-setup.png").await;
+    let secret = data_encoding::BASE32_NOPAD.decode(secret_text.replace(' ', "").as_bytes()).unwrap();
+    assert_eq!(secret.len(), 20);
+    let step = clawden_server::totp::step_of(app.clock.now_secs());
+    let code = clawden_server::totp::code_for_step(&secret, step).unwrap();
+
+    // A wrong code keeps the same secret on screen and says why.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    type_into(&c, "#totp_code", wrong).await;
+    submit(&c, "/account/security/totp/enable").await;
+    let alert = wait_for(&c, "p.error").await.text().await.unwrap();
+    assert!(alert.contains("not valid"), "{alert}");
+    assert_eq!(c.find(Locator::Css("#totp-secret")).await.unwrap().text().await.unwrap(), secret_text);
+
+    type_into(&c, "#totp_code", &code).await;
+    submit(&c, "/account/security/totp/enable").await;
+    wait_for(&c, "#recovery-codes").await;
+    let codes = c.find_all(Locator::Css("#recovery-codes li")).await.unwrap();
+    assert_eq!(codes.len(), 10);
+    let first_code = codes[0].text().await.unwrap();
+    assert_eq!(first_code.len(), 19, "{first_code}");
+    screenshot(&c, "recovery-codes.png").await;
+    c.find(Locator::Css("a[href='/account/security']")).await.unwrap().click().await.unwrap();
+    let status = wait_for(&c, "#totp-status").await.text().await.unwrap();
+    assert!(status.starts_with("On"), "{status}");
+    assert!(!c.source().await.unwrap().contains(&first_code), "recovery codes are shown once");
+
+    // An API key, shown once.
+    type_into(&c, "#key_name", "build script").await;
+    submit(&c, "/account/security/keys").await;
+    let key = wait_for(&c, "#new-key").await.text().await.unwrap();
+    assert!(key.starts_with("cd_") && key.len() > 40, "{key}");
+    screenshot(&c, "api-key-created.png").await;
+    c.find(Locator::Css("a[href='/account/security']")).await.unwrap().click().await.unwrap();
+    let keys = wait_for(&c, "#keys").await.text().await.unwrap();
+    assert!(keys.contains("build script"), "{keys}");
+    assert!(keys.contains(&key[..9]), "the prefix is listed: {keys}");
+    assert!(!c.source().await.unwrap().contains(&key), "the key is shown once");
+
+    // A provider key: only its last four characters come back.
+    let provider_key = "sk-ant-browser-test-secret-Q7vZ";
+    type_into(&c, "#credential_name", "anthropic").await;
+    type_into(&c, "#credential_value", provider_key).await;
+    submit(&c, "/account/security/credentials").await;
+    let saved = wait_for(&c, "p.ok").await.text().await.unwrap();
+    assert!(saved.contains("Credential saved"), "{saved}");
+    let last4 = c.find(Locator::Css("#credentials td.last4")).await.unwrap().text().await.unwrap();
+    assert_eq!(last4, "…Q7vZ");
+    let source = c.source().await.unwrap();
+    assert!(!source.contains(provider_key) && !source.contains("browser-test-secret"), "only the last four are shown");
+    // Tall enough to show every section in one picture.
+    c.set_window_size(1200, 2100).await.unwrap();
+    screenshot(&c, "security.png").await;
+
+    // The key made in the browser works for programs, and sees the same last four.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(app.at("/api/v1/credentials"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["name"], "anthropic");
+    assert_eq!(listed[0]["last4"], "Q7vZ");
+
+    c.close().await.unwrap();
+    app.stop().await;
+    drop(driver);
+}

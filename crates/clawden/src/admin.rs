@@ -158,6 +158,7 @@ pub async fn run_keys(cmd: &KeysCommand, settings: Settings) -> anyhow::Result<(
             }
             let (_store, keyring) = clawden_server::open_storage(&settings, &SystemClock).await?;
             let total: i64 = keyring.key_store().count_by_version().await?.iter().map(|(_, n)| n).sum();
+            let progress = Progress::new(u64::try_from(total).unwrap_or(0));
             let mut done = 0usize;
             loop {
                 let n = keyring.rewrap_batch(1000).await?;
@@ -165,11 +166,10 @@ pub async fn run_keys(cmd: &KeysCommand, settings: Settings) -> anyhow::Result<(
                     break;
                 }
                 done += n;
-                if std::io::stderr().is_terminal() {
-                    eprint!("\rre-wrapped {done}/{total} data keys");
-                }
+                progress.advance(n, done);
             }
-            eprintln!("\rre-wrapped {done} data keys; every key now uses version {}", master.current().version());
+            progress.finish();
+            eprintln!("re-wrapped {done} data keys; every key now uses version {}", master.current().version());
             if *retire {
                 let counts = keyring.key_store().count_by_version().await?;
                 let current = master.current().version();
@@ -183,4 +183,39 @@ pub async fn run_keys(cmd: &KeysCommand, settings: Settings) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Re-wrap progress: a bar on a terminal, one plain line per batch otherwise (logs, CI).
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines { total: u64 },
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines { total };
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        let style = indicatif::ProgressStyle::with_template(
+            "re-wrapping data keys {bar:40.cyan/blue} {pos}/{len} ({eta} left)",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Progress::Bar(bar)
+    }
+
+    fn advance(&self, batch: usize, done: usize) {
+        match self {
+            Progress::Bar(bar) => bar.inc(u64::try_from(batch).unwrap_or(u64::MAX)),
+            Progress::Lines { total } => eprintln!("re-wrapped {done}/{total} data keys"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -20,6 +20,7 @@ pub fn page(title: &str, signed_in: Option<(&str, &str)>, body: Markup) -> Marku
                         nav aria-label="Main" {
                             @if let Some((email, csrf)) = signed_in {
                                 a href="/account" { "Account" }
+                                a href="/account/security" { "Security" }
                                 span.muted { " " (email) " " }
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name="csrf_token" value=(csrf);

@@ -3,6 +3,7 @@
 //! the JSON API.
 
 mod layout;
+mod security;
 
 use crate::accounts::{self, NewLogin};
 use crate::audit;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout_submit))
         .route("/account/sessions/{id}/revoke", post(revoke_submit))
         .route("/static/app.css", get(stylesheet))
+        .merge(security::routes())
 }
 
 async fn stylesheet() -> Response {
@@ -231,6 +233,11 @@ async fn account_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAut
                     dt { "Platform admin" } dd { @if user.platform_admin { "yes" } @else { "no" } }
                     dt { "Member since" } dd { (when(user.created_at)) }
                 }
+            }
+            div.card {
+                h2 { "Security" }
+                p { "Two-factor sign-in, password, API keys, stored provider keys and gateway tokens." }
+                p { a.button href="/account/security" { "Security settings" } }
             }
             div.card {
                 h2 { "Instances" }

@@ -1,6 +1,6 @@
 //! `POST /api/v1/instances/{id}/gateway-token/rotate` and `GET /v1/models`.
 
-use crate::auth::Authed;
+use crate::auth::{Auth, Authed};
 use crate::error::{ApiError, ApiPath};
 use crate::gateway;
 use crate::state::AppState;
@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clawden_core::{InstanceId, Role};
+use clawden_crypto::PlainToken;
 use serde::Serialize;
 
 /// A new gateway token, shown once.
@@ -28,14 +29,25 @@ pub async fn rotate(
     Authed(auth): Authed,
     ApiPath(instance): ApiPath<InstanceId>,
 ) -> Result<Response, ApiError> {
+    let (token, until) = rotate_as_owner(&state, &auth, instance).await?;
+    let body = TokenBody { token: token.expose().to_owned(), previous_valid_until: until };
+    Ok(([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body)).into_response())
+}
+
+/// Rotates `instance`'s gateway token when the caller owns it (404 otherwise, as for a
+/// stranger); returns the new token and until when the previous one works. Shared by the JSON
+/// route and the dashboard.
+pub async fn rotate_as_owner(
+    state: &AppState,
+    auth: &Auth,
+    instance: InstanceId,
+) -> Result<(PlainToken, i64), ApiError> {
     let principal = auth.principal();
     // Members who are not owners learn nothing more than strangers do.
     if state.store.role_in(&principal, instance).await? != Some(Role::Owner) {
         return Err(ApiError::not_found());
     }
-    let (token, until) = gateway::rotate(&state, &principal, instance, Some(auth.ip)).await?;
-    let body = TokenBody { token: token.expose().to_owned(), previous_valid_until: until };
-    Ok(([(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body)).into_response())
+    gateway::rotate(state, &principal, instance, Some(auth.ip)).await
 }
 
 /// One model entry, in OpenAI's format.

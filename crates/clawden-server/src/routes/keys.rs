@@ -1,7 +1,7 @@
 //! `/api/v1/api-keys` (session only) and `/api/v1/credentials` (session or API key).
 
 use crate::audit;
-use crate::auth::{Authed, SessionAuthed, API_KEY_DOMAIN, API_KEY_PREFIX};
+use crate::auth::{Auth, Authed, SessionAuthed, API_KEY_DOMAIN, API_KEY_PREFIX};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use axum::extract::State;
@@ -64,22 +64,9 @@ pub async fn create_api_key(
     SessionAuthed(auth, _): SessionAuthed,
     ApiJson(req): ApiJson<NewKeyRequest>,
 ) -> Result<Response, ApiError> {
-    let name = valid_label(&req.name)?;
-    let principal = auth.principal();
-    if state.store.api_keys(&principal).await?.len() >= MAX_API_KEYS {
-        return Err(ApiError::bad_request("too_many_keys", format!("at most {MAX_API_KEYS} API keys per account")));
-    }
-    let key = PlainToken::generate(API_KEY_PREFIX);
-    let prefix = key.display_prefix(API_KEY_PREFIX.len());
-    let new = NewApiKey {
-        name,
-        prefix: prefix.clone(),
-        key_hash: state.keyring.hasher().hash(API_KEY_DOMAIN, key.expose()),
-        now: state.now(),
-    };
-    let ev = audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "api_key.create");
-    let stored = state.store.create_api_key(&principal, new, ev).await?;
-    let body = NewKeyBody { id: stored.id, name: stored.name, key: key.expose().to_owned(), prefix };
+    let created = create_key(&state, &auth, &req.name).await?;
+    let body =
+        NewKeyBody { id: created.id, name: created.name, key: created.key.expose().to_owned(), prefix: created.prefix };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body))
         .into_response())
 }
@@ -112,12 +99,8 @@ pub async fn delete_api_key(
     SessionAuthed(auth, _): SessionAuthed,
     ApiPath(id): ApiPath<ApiKeyId>,
 ) -> Result<StatusCode, ApiError> {
-    let ev = audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "api_key.delete");
-    if state.store.delete_api_key(&auth.principal(), id, ev).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found())
-    }
+    delete_key(&state, &auth, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A credential to store.
@@ -164,21 +147,7 @@ pub async fn put_credential(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<CredentialRequest>,
 ) -> Result<StatusCode, ApiError> {
-    valid_credential_name(&name)?;
-    let value = req.value.expose_secret();
-    if value.is_empty() || value.len() > MAX_CREDENTIAL_BYTES || value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "invalid_value",
-            format!("a credential is 1 to {MAX_CREDENTIAL_BYTES} bytes of printable text"),
-        ));
-    }
-    let principal = auth.principal();
-    let existing = state.store.credentials(&principal).await?;
-    if existing.len() >= MAX_CREDENTIALS && !existing.iter().any(|c| c.name == name) {
-        return Err(ApiError::bad_request("too_many_credentials", format!("at most {MAX_CREDENTIALS} credentials")));
-    }
-    let ev = audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "credential.put");
-    state.store.put_credential(&principal, &name, &req.value, state.now(), ev).await?;
+    store_credential(&state, &auth, &name, &req.value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -199,11 +168,82 @@ pub async fn delete_credential(
     Authed(auth): Authed,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    valid_credential_name(&name)?;
-    let ev =
-        audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "credential.delete");
-    if state.store.delete_credential(&auth.principal(), &name, ev).await? {
-        Ok(StatusCode::NO_CONTENT)
+    remove_credential(&state, &auth, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new API key, as made by [`create_key`]: `key` is shown once and never stored.
+#[derive(Debug)]
+pub struct CreatedKey {
+    /// The stored key's id.
+    pub id: ApiKeyId,
+    /// Its label.
+    pub name: String,
+    /// The key itself.
+    pub key: PlainToken,
+    /// The first characters, shown in lists.
+    pub prefix: String,
+}
+
+/// Makes an API key for the caller (the JSON route and the dashboard both call this).
+/// Audited as `api_key.create`.
+pub async fn create_key(state: &AppState, auth: &Auth, name: &str) -> Result<CreatedKey, ApiError> {
+    let name = valid_label(name)?;
+    let principal = auth.principal();
+    if state.store.api_keys(&principal).await?.len() >= MAX_API_KEYS {
+        return Err(ApiError::bad_request("too_many_keys", format!("at most {MAX_API_KEYS} API keys per account")));
+    }
+    let key = PlainToken::generate(API_KEY_PREFIX);
+    let prefix = key.display_prefix(API_KEY_PREFIX.len());
+    let new = NewApiKey {
+        name,
+        prefix: prefix.clone(),
+        key_hash: state.keyring.hasher().hash(API_KEY_DOMAIN, key.expose()),
+        now: state.now(),
+    };
+    let ev = audit::success(state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "api_key.create");
+    let stored = state.store.create_api_key(&principal, new, ev).await?;
+    Ok(CreatedKey { id: stored.id, name: stored.name, key, prefix })
+}
+
+/// Deletes one of the caller's API keys; 404 when it is not theirs. Audited as `api_key.delete`.
+pub async fn delete_key(state: &AppState, auth: &Auth, id: ApiKeyId) -> Result<(), ApiError> {
+    let ev = audit::success(state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "api_key.delete");
+    if state.store.delete_api_key(&auth.principal(), id, ev).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+/// Checks and stores (or replaces) one of the caller's credentials, sealed under their key.
+/// Audited as `credential.put`.
+pub async fn store_credential(state: &AppState, auth: &Auth, name: &str, value: &SecretString) -> Result<(), ApiError> {
+    valid_credential_name(name)?;
+    let plain = value.expose_secret();
+    if plain.is_empty() || plain.len() > MAX_CREDENTIAL_BYTES || plain.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("a credential is 1 to {MAX_CREDENTIAL_BYTES} bytes of printable text"),
+        ));
+    }
+    let principal = auth.principal();
+    let existing = state.store.credentials(&principal).await?;
+    if existing.len() >= MAX_CREDENTIALS && !existing.iter().any(|c| c.name == name) {
+        return Err(ApiError::bad_request("too_many_credentials", format!("at most {MAX_CREDENTIALS} credentials")));
+    }
+    let ev = audit::success(state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "credential.put");
+    state.store.put_credential(&principal, name, value, state.now(), ev).await?;
+    Ok(())
+}
+
+/// Deletes one of the caller's credentials; 404 when there is none by that name.
+/// Audited as `credential.delete`.
+pub async fn remove_credential(state: &AppState, auth: &Auth, name: &str) -> Result<(), ApiError> {
+    valid_credential_name(name)?;
+    let ev = audit::success(state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "credential.delete");
+    if state.store.delete_credential(&auth.principal(), name, ev).await? {
+        Ok(())
     } else {
         Err(ApiError::not_found())
     }

@@ -89,10 +89,12 @@ impl KeyStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Up to `limit` keys wrapped by a version other than `version`.
+    /// Up to `limit` keys wrapped by a version older than `version`. The index on the version
+    /// makes each batch start where the stale keys are, so a rotation stays linear in the
+    /// number of keys.
     pub async fn wrapped_not_by(&self, version: u32, limit: i64) -> StoreResult<Vec<(String, WrappedDek)>> {
         let rows = sqlx::query(
-            "SELECT owner, kek_version, wrapped FROM wrapped_keys WHERE kek_version <> $1 ORDER BY owner LIMIT $2",
+            "SELECT owner, kek_version, wrapped FROM wrapped_keys WHERE kek_version < $1 LIMIT $2",
         )
         .bind(i64::from(version))
         .bind(limit)

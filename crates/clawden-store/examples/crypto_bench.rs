@@ -119,6 +119,7 @@ async fn api_key_check(dir: &std::path::Path) {
             now: 1_800_000_000_000,
             invite: None,
             gateway_token: hasher.hash("gateway", PlainToken::generate("cdg_").expose()),
+            initial_files: Vec::new(),
         };
         let (user, _) =
             store.create_user(&Principal::System, new, event(AuditChain::System, "auth.signup")).await.unwrap();

@@ -252,6 +252,7 @@ pub trait GatewayStore: Send + Sync {
 
 /// Agent workspace files, conversations, messages and usage.
 #[async_trait]
+#[allow(clippy::too_many_arguments)]
 pub trait AgentStore: Send + Sync {
     /// The instance's tier: its owner's tier. Any member, or the system.
     async fn instance_tier(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<clawden_core::Tier>>;

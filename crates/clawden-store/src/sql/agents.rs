@@ -116,6 +116,7 @@ impl SqlStore {
 }
 
 #[async_trait]
+#[allow(clippy::too_many_arguments)]
 impl AgentStore for SqlStore {
     async fn instance_tier(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<Tier>> {
         self.require_member(by, instance).await?;

@@ -44,12 +44,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Runs `total` requests with `concurrency` in flight; returns sorted latencies and wall time.
-async fn run(client: &reqwest::Client, url: &str, key: Option<&str>, body: &Value, total: usize, concurrency: usize) -> (Vec<Duration>, Duration) {
+async fn run(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+    total: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, Duration) {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, key, body, next) = (client.clone(), url.to_owned(), key.map(str::to_owned), body.clone(), next.clone());
+        let (client, url, key, body, next) =
+            (client.clone(), url.to_owned(), key.map(str::to_owned), body.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let mut times = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < total {
@@ -127,7 +135,8 @@ async fn main() {
 
     println!("{:<34} {:>10} {:>10} {:>12}", "path (N requests, concurrency)", "p50 ms", "p99 ms", "req/s");
     for (total, concurrency) in [(1000usize, 1usize), (3000, 32)] {
-        let (d, dw) = run(&sdk, &format!("{provider}/v1/chat/completions"), None, &direct_body, total, concurrency).await;
+        let (d, dw) =
+            run(&sdk, &format!("{provider}/v1/chat/completions"), None, &direct_body, total, concurrency).await;
         let (c, cw) = run(&sdk, &format!("{base}/v1/chat/completions"), Some(&key), &body, total, concurrency).await;
         println!(
             "{:<34} {:>10.3} {:>10.3} {:>12.0}",

@@ -301,9 +301,12 @@ async fn workspace_files_are_validated() {
 
 /// A local server speaking OpenAI's streaming Chat Completions format. It records every
 /// request body it gets; `fail` makes it answer 500 (or 401 echoing the key).
+/// What the fake provider saw: the `Authorization` header and the body of each request.
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 #[derive(Clone, Default)]
 struct FakeOpenAi {
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: Seen,
     fail: Arc<Mutex<Option<u16>>>,
 }
 

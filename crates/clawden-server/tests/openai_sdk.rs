@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn venv() -> Option<PathBuf> {
-    let python = ["python3", "/usr/bin/python3"].into_iter().find(|p| Command::new(p).arg("--version").output().is_ok());
+    let python =
+        ["python3", "/usr/bin/python3"].into_iter().find(|p| Command::new(p).arg("--version").output().is_ok());
     let Some(python) = python else {
         if clawden_store::testing::under_ci() {
             panic!("python3 is missing, and CI=true forbids skipping the OpenAI SDK test");
@@ -32,7 +33,16 @@ fn venv() -> Option<PathBuf> {
     let has = Command::new(&py).args(["-c", "import openai"]).status().unwrap().success();
     if !has {
         let pip = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--timeout", "60", "openai>=1.40,<3"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--timeout",
+                "60",
+                "openai>=1.40,<3",
+            ])
             .status()
             .unwrap();
         assert!(pip.success(), "pip install openai");

@@ -93,13 +93,11 @@ impl KeyStore {
     /// makes each batch start where the stale keys are, so a rotation stays linear in the
     /// number of keys.
     pub async fn wrapped_not_by(&self, version: u32, limit: i64) -> StoreResult<Vec<(String, WrappedDek)>> {
-        let rows = sqlx::query(
-            "SELECT owner, kek_version, wrapped FROM wrapped_keys WHERE kek_version < $1 LIMIT $2",
-        )
-        .bind(i64::from(version))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT owner, kek_version, wrapped FROM wrapped_keys WHERE kek_version < $1 LIMIT $2")
+            .bind(i64::from(version))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let version: i64 = row.try_get("kek_version")?;

@@ -253,3 +253,61 @@ async fn browser_sets_up_two_factor_keys_and_credentials_on_the_security_page() 
     app.stop().await;
     drop(driver);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_chats_with_a_streamed_reply_and_edits_soul_md() {
+    let Some(driver) = start_driver().await else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = TestApp::spawn().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = ClientBuilder::rustls()
+        .expect("tls roots")
+        .capabilities(capabilities(profile.path()))
+        .connect(&driver.url)
+        .await
+        .unwrap();
+    c.goto(&app.at("/signup")).await.unwrap();
+    c.find(Locator::Css("#email")).await.unwrap().send_keys("chat@example.com").await.unwrap();
+    c.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+    c.find(Locator::Css("form[action='/signup'] button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#me-email")).await.unwrap();
+    // Rename the agent in IDENTITY.md through the file editor.
+    c.goto(&app.at("/chat")).await.unwrap();
+    c.find(Locator::Css("a[href$='/files']")).await.unwrap().click().await.unwrap();
+    c.find(Locator::LinkText("IDENTITY.md")).await.unwrap().click().await.unwrap();
+    let editor = c.find(Locator::Css("#content")).await.unwrap();
+    editor.clear().await.unwrap();
+    editor.send_keys("# IDENTITY.md\n\n- **Name:** Pinchy\n").await.unwrap();
+    c.find(Locator::Css("form[action$='/files/IDENTITY.md'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::LinkText("SOUL.md")).await.unwrap();
+    // Chat: the reply streams in through chat.js.
+    c.goto(&app.at("/chat")).await.unwrap();
+    c.find(Locator::Css("form[action='/chat/new'] button")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Css("#send textarea")).await.unwrap();
+    c.find(Locator::Css("#send textarea")).await.unwrap().send_keys("hello from the browser").await.unwrap();
+    c.find(Locator::Css("#send button[type=submit]")).await.unwrap().click().await.unwrap();
+    let mut reply = String::new();
+    for _ in 0..100 {
+        if let Ok(el) = c.find(Locator::Css("li.msg.assistant .text")).await {
+            reply = el.text().await.unwrap_or_default();
+            if reply.contains("hello from the browser") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reply.contains("Pinchy") && reply.contains("hello from the browser"), "{reply}");
+    std::fs::write(artifact_dir().join("chat.png"), c.screenshot().await.unwrap()).unwrap();
+    // After a reload the conversation is still there, from the server.
+    c.refresh().await.unwrap();
+    let stored = c.find_all(Locator::Css("li.msg")).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    c.close().await.unwrap();
+    app.stop().await;
+    drop(driver);
+}

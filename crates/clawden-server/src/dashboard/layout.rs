@@ -19,6 +19,7 @@ pub fn page(title: &str, signed_in: Option<(&str, &str)>, body: Markup) -> Marku
                         a.brand href="/" { "clawden" }
                         nav aria-label="Main" {
                             @if let Some((email, csrf)) = signed_in {
+                                a href="/chat" { "Chat" }
                                 a href="/account" { "Account" }
                                 a href="/account/security" { "Security" }
                                 span.muted { " " (email) " " }

@@ -2,6 +2,7 @@
 //! the CSRF token as a `csrf_token` field. Every page goes through the same account logic as
 //! the JSON API.
 
+mod agent;
 mod layout;
 mod security;
 
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout_submit))
         .route("/account/sessions/{id}/revoke", post(revoke_submit))
         .route("/static/app.css", get(stylesheet))
+        .merge(agent::routes())
         .merge(security::routes())
 }
 
@@ -49,7 +51,7 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-fn render(status: StatusCode, markup: Markup) -> Response {
+pub(crate) fn render(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }
 
@@ -204,7 +206,7 @@ async fn signup_submit(
     }
 }
 
-fn when(millis: i64) -> String {
+pub(crate) fn when(millis: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
         .ok()

@@ -53,6 +53,18 @@ pub struct MessageBody {
     created_at: i64,
 }
 
+impl MessageBody {
+    /// `user`, `assistant` or `tool`.
+    pub fn role_name(&self) -> &str {
+        &self.role
+    }
+
+    /// The message text.
+    pub fn text(&self) -> &str {
+        &self.content
+    }
+}
+
 impl From<&StoredMessage> for MessageBody {
     fn from(m: &StoredMessage) -> Self {
         let content = match decode_message(&m.body) {

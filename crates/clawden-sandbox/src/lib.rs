@@ -20,6 +20,7 @@ mod helper;
 mod local;
 mod plan;
 mod probe;
+mod sealed;
 mod sys;
 
 pub use api::{
@@ -30,6 +31,7 @@ pub use error::{Error, Result};
 pub use helper::{helper_main, HELPER_SUBCOMMAND};
 pub use local::LocalSandboxes;
 pub use probe::{probe, Capabilities, CgroupSupport, CgroupVersion};
+pub use sealed::SealStats;
 
 /// Exit code of an exec stopped by its wall-clock timeout (the convention of coreutils `timeout`).
 pub const EXIT_TIMEOUT: i32 = 124;

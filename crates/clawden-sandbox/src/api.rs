@@ -152,12 +152,7 @@ impl ExecProcess {
         stderr: Option<ExecReader>,
         waiter: impl Future<Output = Result<ExecOutcome>> + Send + 'static,
     ) -> Self {
-        ExecProcess {
-            stdin,
-            stdout,
-            stderr,
-            waiter: Box::pin(waiter),
-        }
+        ExecProcess { stdin, stdout, stderr, waiter: Box::pin(waiter) }
     }
 
     /// Waits for the command to end (the timeout is enforced by the backend).
@@ -221,11 +216,7 @@ pub trait Sandbox: Send + Sync {
             read_capped(process.stderr.take(), max_output)
         );
         let outcome = process.wait().await?;
-        Ok(ExecOutput {
-            outcome,
-            stdout,
-            stderr,
-        })
+        Ok(ExecOutput { outcome, stdout, stderr })
     }
 
     /// Reads a file of the workspace (`path` relative to `/workspace`), at most `max_bytes`.

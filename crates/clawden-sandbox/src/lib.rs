@@ -14,22 +14,26 @@
 
 mod api;
 mod config;
+pub mod egress;
 mod error;
 mod files;
 mod helper;
 mod local;
+mod manager;
 mod plan;
 mod probe;
 mod sealed;
 mod sys;
 
-pub use api::{
-    ExecOutcome, ExecOutput, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus,
-};
+pub use api::{ExecOutcome, ExecOutput, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus};
 pub use config::{BackendConfig, Limits, SandboxConfig, SandboxKey, WorkspaceStorage};
+pub use egress::{EgressEvent, EgressPolicy, EgressProxy, EgressReporter};
 pub use error::{Error, Result};
 pub use helper::{helper_main, HELPER_SUBCOMMAND};
 pub use local::LocalSandboxes;
+pub use manager::{
+    workspace_associated_data, ManagerSettings, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeys,
+};
 pub use probe::{probe, Capabilities, CgroupSupport, CgroupVersion};
 pub use sealed::SealStats;
 

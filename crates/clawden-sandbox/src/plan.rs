@@ -143,9 +143,7 @@ pub(crate) struct Parsed {
 }
 
 fn num<T: std::str::FromStr>(name: &str, v: &OsStr) -> Result<T, PlanError> {
-    v.to_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| PlanError(format!("--{name} wants a number")))
+    v.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| PlanError(format!("--{name} wants a number")))
 }
 
 /// Parses the words after the mode. Unknown words are refused.
@@ -162,10 +160,8 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Parsed, PlanError> {
         let Some(rest) = a.strip_prefix(b"--") else {
             return Err(PlanError(format!("unexpected word {:?}", args[i - 1])));
         };
-        let eq = rest
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or_else(|| PlanError(format!("{:?} has no value", args[i - 1])))?;
+        let eq =
+            rest.iter().position(|&b| b == b'=').ok_or_else(|| PlanError(format!("{:?} has no value", args[i - 1])))?;
         let name = String::from_utf8_lossy(&rest[..eq]).into_owned();
         let value = OsStr::from_bytes(&rest[eq + 1..]);
         match name.as_str() {
@@ -184,10 +180,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Parsed, PlanError> {
                     .ok_or_else(|| PlanError("--cgroup wants CONTROLLER:DIR".into()))?;
                 let controller = String::from_utf8_lossy(&b[..colon]).into_owned();
                 let dir = PathBuf::from(OsStr::from_bytes(&b[colon + 1..]));
-                let c = CgroupDir {
-                    controller: (!controller.is_empty()).then_some(controller),
-                    dir,
-                };
+                let c = CgroupDir { controller: (!controller.is_empty()).then_some(controller), dir };
                 p.sandbox.cgroups.push(c.clone());
                 p.target.cgroups.push(c);
             }

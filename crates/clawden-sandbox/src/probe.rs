@@ -64,8 +64,7 @@ impl CgroupSupport {
         let mut own_v1: Vec<(String, String)> = Vec::new();
         for line in own.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             if ctrls.is_empty() {
@@ -85,10 +84,7 @@ impl CgroupSupport {
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect();
-            if NEEDED
-                .iter()
-                .all(|n| support.v2_controllers.iter().any(|c| c == n))
-            {
+            if NEEDED.iter().all(|n| support.v2_controllers.iter().any(|c| c == n)) {
                 support.version = Some(CgroupVersion::V2);
                 support.own_dirs = vec![(None, dir)];
                 return support;
@@ -101,10 +97,7 @@ impl CgroupSupport {
                 dirs.push((Some(ctrl.clone()), join(mount, own)));
             }
         }
-        if NEEDED
-            .iter()
-            .all(|n| dirs.iter().any(|(c, _)| c.as_deref() == Some(*n)))
-        {
+        if NEEDED.iter().all(|n| dirs.iter().any(|(c, _)| c.as_deref() == Some(*n))) {
             support.version = Some(CgroupVersion::V1);
             support.own_dirs = dirs;
         }
@@ -115,10 +108,7 @@ impl CgroupSupport {
     pub(crate) fn sandbox_dirs(&self, parent: &str, name: &str) -> Vec<CgroupDir> {
         self.own_dirs
             .iter()
-            .map(|(controller, own)| CgroupDir {
-                controller: controller.clone(),
-                dir: own.join(parent).join(name),
-            })
+            .map(|(controller, own)| CgroupDir { controller: controller.clone(), dir: own.join(parent).join(name) })
             .collect()
     }
 }
@@ -197,23 +187,16 @@ pub fn probe() -> Capabilities {
     let root = unsafe { libc::geteuid() } == 0;
     let max_userns = read_number("/proc/sys/user/max_user_namespaces").unwrap_or(0);
     let unpriv = read_number("/proc/sys/kernel/unprivileged_userns_clone").unwrap_or(1);
-    let user_namespaces =
-        Path::new("/proc/self/ns/user").exists() && max_userns > 0 && (root || unpriv != 0);
+    let user_namespaces = Path::new("/proc/self/ns/user").exists() && max_userns > 0 && (root || unpriv != 0);
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let seccomp = status.lines().any(|l| l.starts_with("Seccomp_filters:"))
-        || status.lines().any(|l| l.starts_with("Seccomp:"));
+    let seccomp =
+        status.lines().any(|l| l.starts_with("Seccomp_filters:")) || status.lines().any(|l| l.starts_with("Seccomp:"));
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
     let pidfd = crate::sys::pidfd_open(me).is_ok();
     let quota_volumes = root
         && Path::new("/dev/loop-control").exists()
-        && [
-            "/usr/sbin/mkfs.ext4",
-            "/sbin/mkfs.ext4",
-            "/usr/bin/mkfs.ext4",
-        ]
-        .iter()
-        .any(|p| Path::new(p).exists());
+        && ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"].iter().any(|p| Path::new(p).exists());
     Capabilities {
         running_as_root: root,
         user_namespaces,

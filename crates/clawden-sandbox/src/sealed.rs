@@ -222,7 +222,9 @@ pub(crate) fn seal(root: &Path, sealed: &Path, key: &[u8; 32], ad: &[u8], owner:
         let stats = walker.stats;
         let sealer = walker.out.into_inner().map_err(Error::io("archiving the workspace"))?;
         let writer = sealer.finish().map_err(stream_error)?;
-        let file = writer.into_inner().map_err(|e| Error::Io { context: "writing the sealed workspace", source: e.into_error() })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::Io { context: "writing the sealed workspace", source: e.into_error() })?;
         file.sync_all().map_err(Error::io("syncing the sealed workspace"))?;
         Ok(stats)
     })();

@@ -24,26 +24,14 @@ pub(crate) fn clone_process(ns_flags: libc::c_int) -> io::Result<Forked> {
     // SAFETY: without CLONE_VM and with a null stack pointer the kernel gives the child a copy of
     // our address space and stack, exactly like fork(2); `pidfd` outlives the call and is where
     // CLONE_PIDFD writes (x86_64 argument order: flags, stack, parent_tid, child_tid, tls).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            0usize,
-            &mut pidfd as *mut libc::c_int,
-            0usize,
-            0usize,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut libc::c_int, 0usize, 0usize) };
     match ret {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => {
             // SAFETY: CLONE_PIDFD stored a fresh descriptor that nothing else owns.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-            Ok(Forked::Parent {
-                pid: pid as libc::pid_t,
-                pidfd,
-            })
+            Ok(Forked::Parent { pid: pid as libc::pid_t, pidfd })
         }
     }
 }
@@ -63,13 +51,7 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: plain system call; a null siginfo is allowed and means "as kill(2)".
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
     };
     if ret < 0 {
         return Err(io::Error::last_os_error());
@@ -81,14 +63,7 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<(
 pub(crate) fn close_from(first: RawFd) -> io::Result<()> {
     // SAFETY: close_range only closes descriptors; callers own no `OwnedFd` at or above `first`
     // that they use afterwards (each caller documents this).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -110,15 +85,7 @@ pub(crate) fn drop_all_capabilities() -> io::Result<()> {
         }
     }
     // SAFETY: prctl with integer arguments.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
+    let ret = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -146,11 +113,7 @@ pub(crate) fn drop_all_capabilities() -> io::Result<()> {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: capset reads one header and two data structs (version 3), both live on our stack
     // with the kernel's layout.
     let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
@@ -229,11 +192,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 }
 
 /// `execve(2)`; returns only on failure.
-pub(crate) fn execve(
-    path: &CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> io::Error {
+pub(crate) fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
     // SAFETY: `argv` and `envp` are null-terminated arrays of pointers to C strings that the
     // caller keeps alive across the call (see `helper::command::Prepared`).
     unsafe {
@@ -252,18 +211,9 @@ pub(crate) fn is_single_threaded() -> bool {
 
 /// Waits until one of `fds` is readable (or hung up), or `timeout_ms` passes (`None`: forever).
 /// Returns the readiness flags of each descriptor; all zero on timeout.
-pub(crate) fn poll_readable(
-    fds: &[RawFd],
-    timeout_ms: Option<u64>,
-) -> io::Result<Vec<libc::c_short>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+pub(crate) fn poll_readable(fds: &[RawFd], timeout_ms: Option<u64>) -> io::Result<Vec<libc::c_short>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
     let timeout = match timeout_ms {
         None => -1,
         Some(ms) => ms.min(i32::MAX as u64) as libc::c_int,
@@ -286,14 +236,8 @@ pub(crate) fn poll_readable(
 pub(crate) fn cloexec_from(first: RawFd) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: only sets a flag on descriptors; nothing is closed before exec.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let ret =
+        unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -311,12 +255,7 @@ pub(crate) fn default_signal_dispositions() {
         restorer: usize,
         mask: u64,
     }
-    let dfl = KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    };
+    let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == libc::SIGPIPE {
             continue;

@@ -42,15 +42,8 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
         }
         "mount" => {
             // SAFETY: valid NUL-terminated strings.
-            let ret = unsafe {
-                libc::mount(
-                    c"none".as_ptr(),
-                    c"/tmp".as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
+            let ret =
+                unsafe { libc::mount(c"none".as_ptr(), c"/tmp".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) };
             report(ret.into());
         }
         "unshare-user" => {
@@ -60,14 +53,7 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
         "clone-user" => {
             // SAFETY: fork-like clone; the child exits at once without touching memory.
             let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_clone,
-                    (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                    0,
-                )
+                libc::syscall(libc::SYS_clone, (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong, 0, 0, 0, 0)
             };
             if ret == 0 {
                 // SAFETY: _exit in the child.
@@ -90,10 +76,8 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
             report(fd.into());
         }
         "connect" => {
-            let addr: SocketAddr = arg
-                .ok_or("connect needs HOST:PORT")?
-                .parse()
-                .map_err(|e| format!("bad address: {e}"))?;
+            let addr: SocketAddr =
+                arg.ok_or("connect needs HOST:PORT")?.parse().map_err(|e| format!("bad address: {e}"))?;
             match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(_) => println!("allowed connected"),
                 Err(e) => println!("denied errno={} ({e})", e.raw_os_error().unwrap_or(0)),
@@ -119,14 +103,7 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
             attr[2] = 4;
             attr[3] = 1;
             // SAFETY: the kernel reads `size` bytes of attr, which we own.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    0,
-                    attr.as_mut_ptr(),
-                    std::mem::size_of_val(&attr),
-                )
-            };
+            let ret = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
             report(ret);
         }
         "perf" => {
@@ -135,9 +112,7 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
             attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
             attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
             // SAFETY: the kernel reads `size` bytes of attr, which we own.
-            let ret = unsafe {
-                libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0)
-            };
+            let ret = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0) };
             report(ret);
         }
         "userfaultfd" => {
@@ -152,15 +127,10 @@ fn attempt(name: &str, arg: Option<&str>) -> Result<(), String> {
         "reboot" => {
             // LINUX_REBOOT_CMD_CAD_OFF: only disables Ctrl-Alt-Del, never reboots.
             // SAFETY: plain system call.
-            report(unsafe {
-                libc::syscall(libc::SYS_reboot, 0xfee1_deadu32, 672_274_793, 0u32, 0)
-            });
+            report(unsafe { libc::syscall(libc::SYS_reboot, 0xfee1_deadu32, 672_274_793, 0u32, 0) });
         }
         "clock-settime" => {
-            let mut now = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: writes into `now`, then reads it; setting the time just read changes
             // nothing even if allowed.
             let ret = unsafe {

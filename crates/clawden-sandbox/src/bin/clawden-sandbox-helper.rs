@@ -3,17 +3,12 @@
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args
-        .get(1)
-        .is_some_and(|a| a == clawden_sandbox::HELPER_SUBCOMMAND)
-    {
+    if args.get(1).is_some_and(|a| a == clawden_sandbox::HELPER_SUBCOMMAND) {
         std::process::exit(clawden_sandbox::helper_main(&args[2..]));
     }
     eprintln!(
         "usage: {} {} start|exec|run ARGS…",
-        args.first()
-            .map(|a| a.to_string_lossy())
-            .unwrap_or_default(),
+        args.first().map(|a| a.to_string_lossy()).unwrap_or_default(),
         clawden_sandbox::HELPER_SUBCOMMAND
     );
     std::process::exit(2);

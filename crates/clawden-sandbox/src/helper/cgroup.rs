@@ -12,8 +12,7 @@ const CPU_PERIOD_US: u64 = 100_000;
 
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).open(path)?;
-    f.write_all(value.as_bytes())
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    f.write_all(value.as_bytes()).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 fn write_in(dir: &Path, file: &str, value: &str) -> io::Result<()> {
@@ -55,11 +54,7 @@ pub(crate) fn create(plan: &SandboxPlan) -> io::Result<()> {
                 write_in(&c.dir, "cpu.max", &format!("{cpu_quota} {CPU_PERIOD_US}"))?;
             }
             Some("memory") => {
-                write_in(
-                    &c.dir,
-                    "memory.limit_in_bytes",
-                    &plan.memory_bytes.to_string(),
-                )?;
+                write_in(&c.dir, "memory.limit_in_bytes", &plan.memory_bytes.to_string())?;
                 let memsw = c.dir.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
                     write_file(&memsw, &(plan.memory_bytes + plan.swap_bytes).to_string())?;
@@ -86,11 +81,7 @@ pub(crate) fn create(plan: &SandboxPlan) -> io::Result<()> {
 /// the global threadgroup lock, whose first writer waits for an RCU grace period (milliseconds).
 pub(crate) fn join_self(dirs: &[CgroupDir]) -> io::Result<()> {
     for c in dirs {
-        let file = if c.controller.is_some() {
-            "tasks"
-        } else {
-            "cgroup.procs"
-        };
+        let file = if c.controller.is_some() { "tasks" } else { "cgroup.procs" };
         write_in(&c.dir, file, "0")?;
     }
     Ok(())
@@ -100,10 +91,7 @@ pub(crate) fn join_self(dirs: &[CgroupDir]) -> io::Result<()> {
 /// sandbox hits its memory limit, so that the monitor can kill the whole sandbox (v1 has no
 /// `memory.oom.group`).
 pub(crate) fn oom_events_v1(dirs: &[CgroupDir]) -> io::Result<Option<OwnedFd>> {
-    let Some(mem) = dirs
-        .iter()
-        .find(|c| c.controller.as_deref() == Some("memory"))
-    else {
+    let Some(mem) = dirs.iter().find(|c| c.controller.as_deref() == Some("memory")) else {
         return Ok(None);
     };
     let control = fs::File::open(mem.dir.join("memory.oom_control"))?;
@@ -114,11 +102,7 @@ pub(crate) fn oom_events_v1(dirs: &[CgroupDir]) -> io::Result<Option<OwnedFd>> {
     }
     // SAFETY: eventfd returned a new descriptor that nothing else owns.
     let efd = unsafe { OwnedFd::from_raw_fd(efd) };
-    write_in(
-        &mem.dir,
-        "cgroup.event_control",
-        &format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()),
-    )?;
+    write_in(&mem.dir, "cgroup.event_control", &format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()))?;
     // The registration holds its own reference to the control file.
     Ok(Some(efd))
 }

@@ -28,11 +28,7 @@ fn resolve(name: &[u8], path_var: &[u8]) -> Vec<u8> {
         return name.to_vec();
     }
     for dir in path_var.split(|&b| b == b':') {
-        let mut candidate = if dir.is_empty() {
-            b".".to_vec()
-        } else {
-            dir.to_vec()
-        };
+        let mut candidate = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
         candidate.push(b'/');
         candidate.extend_from_slice(name);
         let p = Path::new(std::ffi::OsStr::from_bytes(&candidate));
@@ -53,32 +49,16 @@ pub(crate) fn prepare(plan: &CommandPlan) -> Result<Prepared, String> {
     if !env.iter().any(|e| e.as_bytes().starts_with(b"PATH=")) {
         env.push(OsString::from(format!("PATH={DEFAULT_PATH}")));
     }
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|e| e.as_bytes().strip_prefix(b"PATH=").map(<[u8]>::to_vec))
-        .unwrap_or_default();
+    let path_var =
+        env.iter().rev().find_map(|e| e.as_bytes().strip_prefix(b"PATH=").map(<[u8]>::to_vec)).unwrap_or_default();
     let path = cstring(resolve(first.as_bytes(), &path_var))?;
-    let argv = plan
-        .argv
-        .iter()
-        .map(|a| cstring(bytes(a)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = env
-        .iter()
-        .map(|e| cstring(bytes(e)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argv = plan.argv.iter().map(|a| cstring(bytes(a))).collect::<Result<Vec<_>, _>>()?;
+    let env = env.iter().map(|e| cstring(bytes(e))).collect::<Result<Vec<_>, _>>()?;
     let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
-    Ok(Prepared {
-        path,
-        _argv: argv,
-        _env: env,
-        argv_ptrs,
-        env_ptrs,
-    })
+    Ok(Prepared { path, _argv: argv, _env: env, argv_ptrs, env_ptrs })
 }
 
 impl Prepared {
@@ -91,11 +71,7 @@ impl Prepared {
         sys::write_stderr(b": ");
         sys::write_stderr(err.to_string().as_bytes());
         sys::write_stderr(b"\n");
-        let code = if err.raw_os_error() == Some(libc::ENOENT) {
-            127
-        } else {
-            126
-        };
+        let code = if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
         sys::exit_now(code)
     }
 }

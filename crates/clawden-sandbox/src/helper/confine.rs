@@ -3,9 +3,7 @@
 
 use super::seccomp;
 use crate::sys;
-use landlock::{
-    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI,
-};
+use landlock::{path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, ABI};
 use nix::sys::resource::{setrlimit, Resource};
 use seccompiler::BpfProgram;
 use std::io;
@@ -21,11 +19,7 @@ pub(crate) struct ProcessLimits {
 }
 
 fn set_rlimits(limits: ProcessLimits) -> io::Result<()> {
-    setrlimit(
-        Resource::RLIMIT_NOFILE,
-        limits.open_files,
-        limits.open_files,
-    )?;
+    setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
     // Counted per user namespace, so this is a second fence behind the pids cgroup.
     setrlimit(Resource::RLIMIT_NPROC, limits.processes, limits.processes)?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)?;

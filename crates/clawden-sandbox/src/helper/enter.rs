@@ -29,9 +29,7 @@ fn enter(parsed: &Parsed) -> io::Result<()> {
         .map_err(|e| ctx("finding the sandbox", e))?
         .ino();
     if ino != target.userns_ino {
-        return Err(io::Error::other(
-            "the sandbox is gone (user namespace changed)",
-        ));
+        return Err(io::Error::other("the sandbox is gone (user namespace changed)"));
     }
     sys::pidfd_signal(&pidfd, 0).map_err(|e| ctx("finding the sandbox", e))?;
     cgroup::join_self(&target.cgroups).map_err(|e| ctx("joining the cgroups", e))?;
@@ -75,11 +73,7 @@ fn liveness_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The command: first process of the waiter's PID namespace. Never returns.
-fn command_process(
-    parsed: &Parsed,
-    prepared: &command::Prepared,
-    filter: &seccompiler::BpfProgram,
-) -> ! {
+fn command_process(parsed: &Parsed, prepared: &command::Prepared, filter: &seccompiler::BpfProgram) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         sys::write_stderr(format!("clawden-sandbox: {what}: {e}\n").as_bytes());
         sys::exit_now(crate::EXIT_SANDBOX_FAILURE)
@@ -144,8 +138,8 @@ pub(crate) fn exec(parsed: Parsed) -> i32 {
         let filter = seccomp::filter()?;
         enter(&parsed)?;
         let prepared = command::prepare(&parsed.command).map_err(io::Error::other)?;
-        let deadline = (parsed.command.timeout_ms > 0)
-            .then(|| Instant::now() + Duration::from_millis(parsed.command.timeout_ms));
+        let deadline =
+            (parsed.command.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(parsed.command.timeout_ms));
         let (alive_r, alive_w) = liveness_pipe()?;
         match sys::clone_process(0)? {
             Forked::Child => {

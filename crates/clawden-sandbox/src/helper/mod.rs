@@ -39,9 +39,7 @@ pub const HELPER_SUBCOMMAND: &str = "__sandbox-init";
 /// * `run …` builds a sandbox, runs one command as its first process, and tears it down.
 pub fn helper_main(args: &[OsString]) -> i32 {
     if !sys::is_single_threaded() {
-        eprintln!(
-            "clawden-sandbox: the helper must run single-threaded; call helper_main before starting threads"
-        );
+        eprintln!("clawden-sandbox: the helper must run single-threaded; call helper_main before starting threads");
         return crate::EXIT_SANDBOX_FAILURE;
     }
     // Nor any signal the parent ignored (SIGPIPE stays ignored in the helper itself, so that a

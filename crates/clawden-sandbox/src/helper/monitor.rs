@@ -47,14 +47,8 @@ fn write_id_maps(pid: libc::pid_t, plan: &SandboxPlan) -> io::Result<()> {
     if plan.unprivileged {
         fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
     }
-    fs::write(
-        format!("/proc/{pid}/uid_map"),
-        format!("0 {} {count}\n", plan.host_uid),
-    )?;
-    fs::write(
-        format!("/proc/{pid}/gid_map"),
-        format!("0 {} {count}\n", plan.host_gid),
-    )?;
+    fs::write(format!("/proc/{pid}/uid_map"), format!("0 {} {count}\n", plan.host_uid))?;
+    fs::write(format!("/proc/{pid}/gid_map"), format!("0 {} {count}\n", plan.host_gid))?;
     Ok(())
 }
 
@@ -87,11 +81,7 @@ fn await_monitor(go: &mut fs::File) -> io::Result<()> {
 fn limits_of(plan: &SandboxPlan, cmd: &CommandPlan) -> confine::ProcessLimits {
     confine::ProcessLimits {
         open_files: cmd.open_files.max(64),
-        processes: u64::from(if cmd.pids > 0 {
-            cmd.pids
-        } else {
-            plan.pids.max(1)
-        }),
+        processes: u64::from(if cmd.pids > 0 { cmd.pids } else { plan.pids.max(1) }),
     }
 }
 
@@ -135,11 +125,7 @@ fn child(
         }
         Mode::Start => {
             // The init must not hold the server's pipes open.
-            if let Ok(null) = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
+            if let Ok(null) = fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
                 for fd in 0..3 {
                     // SAFETY: dup2 onto the standard descriptors, which this process owns.
                     unsafe {
@@ -147,10 +133,7 @@ fn child(
                     }
                 }
             }
-            let limits = confine::ProcessLimits {
-                open_files: 64,
-                processes: u64::from(parsed.sandbox.pids.max(1)),
-            };
+            let limits = confine::ProcessLimits { open_files: 64, processes: u64::from(parsed.sandbox.pids.max(1)) };
             let set = match sys::block_sigchld() {
                 Ok(set) => set,
                 Err(e) => fail(&mut report, "signals", &e),
@@ -166,10 +149,7 @@ fn child(
             // Reap whatever gets reparented to us, forever; the monitor kills us to stop.
             loop {
                 sys::wait_signal(&set);
-                while let Ok(status) = waitpid(
-                    Pid::from_raw(-1),
-                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                ) {
+                while let Ok(status) = waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
                     if status == WaitStatus::StillAlive {
                         break;
                     }
@@ -203,11 +183,7 @@ fn prepare_volume(plan: &SandboxPlan) -> io::Result<()> {
         None => {
             if !plan.workspace.is_dir() {
                 fs::create_dir_all(&plan.workspace)?;
-                std::os::unix::fs::chown(
-                    &plan.workspace,
-                    Some(plan.host_uid),
-                    Some(plan.host_gid),
-                )?;
+                std::os::unix::fs::chown(&plan.workspace, Some(plan.host_uid), Some(plan.host_gid))?;
             }
             Ok(())
         }
@@ -245,11 +221,7 @@ fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<(Started, Option<Owned
             // (joining oneself is the cheap path on cgroup v1), make them the root of a new
             // cgroup namespace, and open the workspace.
             let early = cgroup::join_self(&plan.cgroups)
-                .and_then(|()| {
-                    Ok(nix::sched::unshare(
-                        nix::sched::CloneFlags::CLONE_NEWCGROUP,
-                    )?)
-                })
+                .and_then(|()| Ok(nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)?))
                 .and_then(|()| rootfs::open_sources(plan, &template));
             let sources = match early {
                 Ok(w) => w,
@@ -268,25 +240,18 @@ fn launch(parsed: &Parsed, mode: &Mode<'_>) -> io::Result<(Started, Option<Owned
                 let _ = waitpid(Pid::from_raw(pid), None);
                 e
             };
-            write_id_maps(pid, plan)
-                .map_err(|e| kill(io::Error::other(format!("id maps: {e}"))))?;
+            write_id_maps(pid, plan).map_err(|e| kill(io::Error::other(format!("id maps: {e}"))))?;
             let mut go = fs::File::from(go_w);
             go.write_all(b"g").map_err(&kill)?;
             drop(go);
             let mut msg = String::new();
-            fs::File::from(rep_r)
-                .read_to_string(&mut msg)
-                .map_err(&kill)?;
+            fs::File::from(rep_r).read_to_string(&mut msg).map_err(&kill)?;
             let ok = match mode {
                 Mode::Start => msg == "ok",
                 Mode::Run(_) => msg.is_empty(),
             };
             if !ok {
-                let msg = if msg.is_empty() {
-                    "sandbox process died during setup".to_owned()
-                } else {
-                    msg
-                };
+                let msg = if msg.is_empty() { "sandbox process died during setup".to_owned() } else { msg };
                 return Err(kill(io::Error::other(msg)));
             }
             Ok((Started { pid, pidfd }, oom))
@@ -300,23 +265,18 @@ pub(crate) fn signal_fd() -> io::Result<SignalFd> {
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGHUP);
     mask.thread_block()?;
-    Ok(SignalFd::with_flags(
-        &mask,
-        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
-    )?)
+    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?)
 }
 
 /// Mode `run`: build a sandbox, run one command in it as its first process, tear it down.
 pub(crate) fn run(parsed: Parsed) -> i32 {
-    let host = HostSide {
-        plan: &parsed.sandbox,
-    };
+    let host = HostSide { plan: &parsed.sandbox };
     let result = (|| -> io::Result<i32> {
         let signals = signal_fd()?;
         prepare_volume(&parsed.sandbox)?;
         let (started, _) = launch(&parsed, &Mode::Run(&parsed.command))?;
-        let deadline = (parsed.command.timeout_ms > 0)
-            .then(|| Instant::now() + Duration::from_millis(parsed.command.timeout_ms));
+        let deadline =
+            (parsed.command.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(parsed.command.timeout_ms));
         wait_command(&started, deadline, &signals)
     })();
     let teardown = host.teardown();
@@ -335,15 +295,10 @@ pub(crate) fn run(parsed: Parsed) -> i32 {
 
 /// Waits for a command until `deadline`; past it the command (and, as it is the first process
 /// of its PID namespace, everything it started) is killed and the result is 124.
-pub(crate) fn wait_command(
-    started: &Started,
-    deadline: Option<Instant>,
-    signals: &SignalFd,
-) -> io::Result<i32> {
+pub(crate) fn wait_command(started: &Started, deadline: Option<Instant>, signals: &SignalFd) -> io::Result<i32> {
     let mut timed_out = false;
     loop {
-        let timeout =
-            deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
         if timeout == Some(0) {
             timed_out = true;
             let _ = sys::pidfd_signal(&started.pidfd, libc::SIGKILL);
@@ -355,30 +310,20 @@ pub(crate) fn wait_command(
         }
         if ready[1] != 0 {
             // Interrupted by the operator: stop the command, report like a shell would.
-            let sig = signals
-                .read_signal()
-                .ok()
-                .flatten()
-                .map(|s| s.ssi_signo as i32);
+            let sig = signals.read_signal().ok().flatten().map(|s| s.ssi_signo as i32);
             let _ = sys::pidfd_signal(&started.pidfd, libc::SIGKILL);
             let _ = waitpid(Pid::from_raw(started.pid), None);
             return Ok(128 + sig.unwrap_or(libc::SIGTERM));
         }
     }
     let status = waitpid(Pid::from_raw(started.pid), None)?;
-    Ok(if timed_out {
-        crate::EXIT_TIMEOUT
-    } else {
-        exit_code(status)
-    })
+    Ok(if timed_out { crate::EXIT_TIMEOUT } else { exit_code(status) })
 }
 
 /// Mode `start`: build a sandbox with an idle first process, report `ready PID USERNS`, then
 /// watch it until stopped.
 pub(crate) fn start(parsed: Parsed) -> i32 {
-    let host = HostSide {
-        plan: &parsed.sandbox,
-    };
+    let host = HostSide { plan: &parsed.sandbox };
     let mut stdout = io::stdout().lock();
     let setup = (|| -> io::Result<(Started, SignalFd, Option<OwnedFd>)> {
         let signals = signal_fd()?;

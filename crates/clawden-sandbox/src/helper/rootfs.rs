@@ -39,28 +39,15 @@ const ETC_MIRRORED: &[&str] = &["localtime", "os-release", "alternatives", "ssl/
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Empty directories of the root.
-const ROOT_DIRS: &[&str] = &[
-    "proc",
-    "dev",
-    "dev/pts",
-    "tmp",
-    "workspace",
-    "root",
-    "home",
-    "run",
-    "var",
-    "mnt",
-    "etc",
-    "etc/ssl",
-];
+const ROOT_DIRS: &[&str] =
+    &["proc", "dev", "dev/pts", "tmp", "workspace", "root", "home", "run", "var", "mnt", "etc", "etc/ssl"];
 
 fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what} {}: {e}", path.display()))
 }
 
 fn bind(src: &Path, dst: &Path, extra: MsFlags) -> io::Result<()> {
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| err("bind", dst, e))?;
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| err("bind", dst, e))?;
     // A remount must keep the flags the kernel locked on the source (atime, noexec…) or a user
     // namespace refuses it.
     let locked = statvfs(src).map(|s| s.flags()).unwrap_or(FsFlags::empty());
@@ -101,15 +88,7 @@ fn template_stamp() -> u64 {
     for p in paths {
         p.hash(&mut h);
         if let Some(m) = host_kind(&p) {
-            (
-                m.file_type().is_symlink(),
-                m.is_dir(),
-                m.ino(),
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec(),
-            )
-                .hash(&mut h);
+            (m.file_type().is_symlink(), m.is_dir(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
         }
     }
     h.finish()
@@ -151,10 +130,7 @@ fn build_template(t: &Path) -> io::Result<()> {
     }
     // Synthetic account and name files: nothing about the host's users leaks in.
     let files: [(&str, &str); 6] = [
-        (
-            "passwd",
-            "root:x:0:0:root:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        ),
+        ("passwd", "root:x:0:0:root:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
         ("group", "root:x:0:\nnogroup:x:65534:\n"),
         ("hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n"),
         ("hostname", "sandbox\n"),
@@ -228,10 +204,7 @@ fn open_dir(path: &Path) -> io::Result<fs::File> {
 
 /// Opens the workspace and the root template (see [`Sources`]).
 pub(crate) fn open_sources(plan: &SandboxPlan, template: &Path) -> io::Result<Sources> {
-    Ok(Sources {
-        workspace: open_dir(&plan.workspace)?,
-        template: open_dir(template)?,
-    })
+    Ok(Sources { workspace: open_dir(&plan.workspace)?, template: open_dir(template)? })
 }
 
 fn fd_path(f: &fs::File) -> PathBuf {
@@ -241,14 +214,8 @@ fn fd_path(f: &fs::File) -> PathBuf {
 /// Builds the file system and switches into it. Runs in the sandbox's new mount namespace as
 /// its root.
 pub(crate) fn build(plan: &SandboxPlan, sources: Sources) -> io::Result<()> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| err("make private", Path::new("/"), e))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| err("make private", Path::new("/"), e))?;
     let root = Path::new(NEW_ROOT);
     bind_ro(&fd_path(&sources.template), root)?;
 
@@ -277,14 +244,7 @@ pub(crate) fn build(plan: &SandboxPlan, sources: Sources) -> io::Result<()> {
         // A plain bind: flags on a device node's own mount change nothing that matters (it
         // cannot be executed, and nothing inside may remount).
         let (src, dst) = (Path::new("/dev").join(name), dev.join(name));
-        mount(
-            Some(&src),
-            &dst,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| err("bind", &dst, e))?;
+        mount(Some(&src), &dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| err("bind", &dst, e))?;
     }
     let pts = dev.join("pts");
     mount(

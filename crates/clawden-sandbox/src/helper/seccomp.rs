@@ -2,8 +2,8 @@
 //! reach kernel attack surface or host state a tool never needs.
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
-    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -119,28 +119,13 @@ fn conditional_rules() -> io::Result<BTreeMap<i64, Vec<SeccompRule>>> {
         rule(vec![cond(0, Len::Dword, Op::Eq, libc::AF_PACKET as u64)?])?,
         rule(vec![
             cond(0, Len::Dword, Op::Eq, libc::AF_INET as u64)?,
-            cond(
-                1,
-                Len::Dword,
-                Op::MaskedEq(sock_type_mask),
-                libc::SOCK_RAW as u64,
-            )?,
+            cond(1, Len::Dword, Op::MaskedEq(sock_type_mask), libc::SOCK_RAW as u64)?,
         ])?,
         rule(vec![
             cond(0, Len::Dword, Op::Eq, libc::AF_INET6 as u64)?,
-            cond(
-                1,
-                Len::Dword,
-                Op::MaskedEq(sock_type_mask),
-                libc::SOCK_RAW as u64,
-            )?,
+            cond(1, Len::Dword, Op::MaskedEq(sock_type_mask), libc::SOCK_RAW as u64)?,
         ])?,
-        rule(vec![cond(
-            1,
-            Len::Dword,
-            Op::MaskedEq(sock_type_mask),
-            SOCK_PACKET,
-        )?])?,
+        rule(vec![cond(1, Len::Dword, Op::MaskedEq(sock_type_mask), SOCK_PACKET)?])?,
     ];
     map.insert(libc::SYS_socket, socket);
     // Typing into a terminal (TIOCSTI) or the console (TIOCLINUX).
@@ -184,12 +169,7 @@ struct Insn {
 }
 
 fn stmt(code: u16, k: u32) -> Insn {
-    Insn {
-        code,
-        jt: Label::Next,
-        jf: Label::Next,
-        k,
-    }
+    Insn { code, jt: Label::Next, jf: Label::Next, k }
 }
 
 fn jump(code: u16, k: u32, jt: Label, jf: Label) -> Insn {
@@ -203,10 +183,7 @@ fn jump(code: u16, k: u32, jt: Label, jf: Label) -> Insn {
 /// `upper` records, for each branch block, the block where its upper half starts.
 fn search(sorted: &[u32], out: &mut Vec<Vec<Insn>>, upper: &mut Vec<(usize, usize)>) {
     if sorted.len() <= 3 {
-        let mut block: Vec<Insn> = sorted
-            .iter()
-            .map(|&nr| jump(BPF_JMP_JEQ_K, nr, Label::Deny, Label::Next))
-            .collect();
+        let mut block: Vec<Insn> = sorted.iter().map(|&nr| jump(BPF_JMP_JEQ_K, nr, Label::Deny, Label::Next)).collect();
         block.push(jump(BPF_JMP_JA, 0, Label::Continue, Label::Continue));
         out.push(block);
         return;
@@ -250,12 +227,7 @@ pub(crate) fn filter() -> io::Result<BpfProgram> {
         jump(BPF_JMP_JEQ_K, AUDIT_ARCH_X86_64, Label::Next, Label::Kill),
         stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR),
         jump(BPF_JMP_JGE_K, X32_SYSCALL_BIT, Label::Kill, Label::Next),
-        jump(
-            BPF_JMP_JEQ_K,
-            libc::SYS_clone3 as u32,
-            Label::NoSys,
-            Label::Next,
-        ),
+        jump(BPF_JMP_JEQ_K, libc::SYS_clone3 as u32, Label::NoSys, Label::Next),
     ]];
     let mut upper = Vec::new();
     search(&denied, &mut blocks, &mut upper);
@@ -295,25 +267,10 @@ pub(crate) fn filter() -> io::Result<BpfProgram> {
             k = u32::from(jt);
             jt = 0;
         }
-        program.push(seccompiler::sock_filter {
-            code: insn.code,
-            jt,
-            jf,
-            k,
-        });
+        program.push(seccompiler::sock_filter { code: insn.code, jt, jf, k });
     }
-    program.push(seccompiler::sock_filter {
-        code: BPF_RET_K,
-        jt: 0,
-        jf: 0,
-        k: SECCOMP_RET_ERRNO | libc::EPERM as u32,
-    });
-    program.push(seccompiler::sock_filter {
-        code: BPF_RET_K,
-        jt: 0,
-        jf: 0,
-        k: SECCOMP_RET_KILL_PROCESS,
-    });
+    program.push(seccompiler::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::EPERM as u32 });
+    program.push(seccompiler::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS });
     program.push(seccompiler::sock_filter {
         code: BPF_RET_K,
         jt: 0,
@@ -376,12 +333,7 @@ mod tests {
     const EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
 
     fn check(nr: libc::c_long, args: [u64; 6]) -> u32 {
-        run(
-            &filter().expect("filter"),
-            AUDIT_ARCH_X86_64,
-            nr as u32,
-            args,
-        )
+        run(&filter().expect("filter"), AUDIT_ARCH_X86_64, nr as u32, args)
     }
 
     #[test]
@@ -389,25 +341,12 @@ mod tests {
         for &nr in DENIED {
             assert_eq!(check(nr, [0; 6]), EPERM, "syscall {nr}");
         }
-        for nr in [
-            libc::SYS_read,
-            libc::SYS_write,
-            libc::SYS_openat,
-            libc::SYS_execve,
-            libc::SYS_exit_group,
-        ] {
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_openat, libc::SYS_execve, libc::SYS_exit_group] {
             assert_eq!(check(nr, [0; 6]), ALLOW, "syscall {nr}");
         }
         for nr in 0..460 {
             let expected = if DENIED.contains(&nr) { EPERM } else { ALLOW };
-            if [
-                libc::SYS_clone,
-                libc::SYS_clone3,
-                libc::SYS_socket,
-                libc::SYS_ioctl,
-            ]
-            .contains(&nr)
-            {
+            if [libc::SYS_clone, libc::SYS_clone3, libc::SYS_socket, libc::SYS_ioctl].contains(&nr) {
                 continue;
             }
             assert_eq!(check(nr, [0; 6]), expected, "syscall {nr}");
@@ -418,70 +357,21 @@ mod tests {
     fn namespace_flags_raw_sockets_and_tiocsti_are_refused() {
         let fork_like = libc::SIGCHLD as u64;
         assert_eq!(check(libc::SYS_clone, [fork_like, 0, 0, 0, 0, 0]), ALLOW);
-        assert_eq!(
-            check(
-                libc::SYS_clone,
-                [fork_like | libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]
-            ),
-            EPERM
-        );
-        assert_eq!(
-            check(libc::SYS_clone, [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]),
-            EPERM
-        );
-        assert_eq!(
-            check(libc::SYS_clone3, [0; 6]),
-            SECCOMP_RET_ERRNO | libc::ENOSYS as u32
-        );
-        assert_eq!(
-            check(
-                libc::SYS_socket,
-                [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]
-            ),
-            ALLOW
-        );
-        assert_eq!(
-            check(
-                libc::SYS_socket,
-                [libc::AF_INET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0]
-            ),
-            EPERM
-        );
-        assert_eq!(
-            check(
-                libc::SYS_socket,
-                [libc::AF_PACKET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]
-            ),
-            EPERM
-        );
-        assert_eq!(
-            check(
-                libc::SYS_socket,
-                [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0]
-            ),
-            ALLOW
-        );
-        assert_eq!(
-            check(libc::SYS_ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]),
-            EPERM
-        );
-        assert_eq!(
-            check(libc::SYS_ioctl, [0, libc::TIOCGWINSZ, 0, 0, 0, 0]),
-            ALLOW
-        );
+        assert_eq!(check(libc::SYS_clone, [fork_like | libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(check(libc::SYS_clone, [libc::CLONE_NEWNET as u64, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(check(libc::SYS_clone3, [0; 6]), SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(check(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(check(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0]), EPERM);
+        assert_eq!(check(libc::SYS_socket, [libc::AF_PACKET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]), EPERM);
+        assert_eq!(check(libc::SYS_socket, [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(check(libc::SYS_ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]), EPERM);
+        assert_eq!(check(libc::SYS_ioctl, [0, libc::TIOCGWINSZ, 0, 0, 0, 0]), ALLOW);
     }
 
     #[test]
     fn foreign_architectures_and_x32_are_killed() {
         let program = filter().expect("filter");
-        assert_eq!(
-            run(&program, 0x4000_0003, 1, [0; 6]),
-            SECCOMP_RET_KILL_PROCESS,
-            "i386"
-        );
-        assert_eq!(
-            run(&program, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 1, [0; 6]),
-            SECCOMP_RET_KILL_PROCESS
-        );
+        assert_eq!(run(&program, 0x4000_0003, 1, [0; 6]), SECCOMP_RET_KILL_PROCESS, "i386");
+        assert_eq!(run(&program, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 1, [0; 6]), SECCOMP_RET_KILL_PROCESS);
     }
 }

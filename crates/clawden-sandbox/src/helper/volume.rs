@@ -43,14 +43,10 @@ struct LoopConfig {
 }
 
 fn mkfs_binary() -> io::Result<&'static str> {
-    [
-        "/usr/sbin/mkfs.ext4",
-        "/sbin/mkfs.ext4",
-        "/usr/bin/mkfs.ext4",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mkfs.ext4 not found (e2fsprogs)"))
+    ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mkfs.ext4 not found (e2fsprogs)"))
 }
 
 /// Creates the image (sparse, `quota` bytes, root directory owned by the sandbox's root) unless it
@@ -60,18 +56,12 @@ pub(crate) fn ensure_image(image: &Path, quota: u64, uid: u32, gid: u32) -> io::
         return Ok(());
     }
     let tmp = image.with_extension("img.new");
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
+    let file = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
     file.set_len(quota)?;
     drop(file);
     let status = Command::new(mkfs_binary()?)
         .args(["-q", "-F", "-m", "0", "-E"])
-        .arg(format!(
-            "root_owner={uid}:{gid},lazy_itable_init=1,lazy_journal_init=1"
-        ))
+        .arg(format!("root_owner={uid}:{gid},lazy_itable_init=1,lazy_journal_init=1"))
         .arg(&tmp)
         .env_clear()
         .stdin(Stdio::null())
@@ -94,10 +84,7 @@ fn is_mount_point(dir: &Path) -> bool {
 /// Returns the device path and an open descriptor of it: with `LO_FLAGS_AUTOCLEAR` the device
 /// detaches when its last descriptor closes unless it is mounted, so keep it until the mount.
 fn attach_loop(image: &fs::File) -> io::Result<(String, fs::File)> {
-    let control = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/loop-control")?;
+    let control = fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
@@ -141,13 +128,7 @@ pub(crate) fn mount_image(image: &Path, target: &Path) -> io::Result<()> {
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let ret = unsafe {
-        libc::mount(
-            dev_c.as_ptr(),
-            target_c.as_ptr(),
-            c"ext4".as_ptr(),
-            flags,
-            c"errors=remount-ro".as_ptr().cast(),
-        )
+        libc::mount(dev_c.as_ptr(), target_c.as_ptr(), c"ext4".as_ptr(), flags, c"errors=remount-ro".as_ptr().cast())
     };
     if ret < 0 {
         let err = io::Error::last_os_error();

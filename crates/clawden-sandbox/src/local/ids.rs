@@ -27,27 +27,16 @@ pub(crate) fn host_ids(config: &BackendConfig, key: &SandboxKey, root: bool) -> 
     if !root {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        return Ok(HostIds {
-            uid,
-            gid,
-            count: 1,
-            unprivileged: true,
-        });
+        return Ok(HostIds { uid, gid, count: 1, unprivileged: true });
     }
     let dir = config.state_dir.join("uid-ranges");
     fs::create_dir_all(&dir).map_err(Error::io("creating the uid range records"))?;
-    let lock =
-        fs::File::create(dir.join(".lock")).map_err(Error::io("locking the uid range records"))?;
-    let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
-        context: "locking the uid range records",
-        source: e.into(),
-    })?;
+    let lock = fs::File::create(dir.join(".lock")).map_err(Error::io("locking the uid range records"))?;
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Io { context: "locking the uid range records", source: e.into() })?;
     let by_key = dir.join(key.name());
     let slot = match fs::read_to_string(&by_key) {
-        Ok(s) => s
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| Error::InvalidConfig("corrupt uid range record"))?,
+        Ok(s) => s.trim().parse::<u32>().map_err(|_| Error::InvalidConfig("corrupt uid range record"))?,
         Err(_) => {
             let taken: std::collections::HashSet<u32> = fs::read_dir(&dir)
                 .map_err(Error::io("reading the uid range records"))?
@@ -55,20 +44,13 @@ pub(crate) fn host_ids(config: &BackendConfig, key: &SandboxKey, root: bool) -> 
                 .filter_map(|e| fs::read_to_string(e.path()).ok())
                 .filter_map(|s| s.trim().parse().ok())
                 .collect();
-            let slot = (0..max_slots(config))
-                .find(|s| !taken.contains(s))
-                .ok_or(Error::NoFreeUidRange)?;
+            let slot = (0..max_slots(config)).find(|s| !taken.contains(s)).ok_or(Error::NoFreeUidRange)?;
             fs::write(&by_key, slot.to_string()).map_err(Error::io("recording a uid range"))?;
             slot
         }
     };
     let uid = config.uid_base + slot * config.uid_range;
-    Ok(HostIds {
-        uid,
-        gid: uid,
-        count: config.uid_range,
-        unprivileged: false,
-    })
+    Ok(HostIds { uid, gid: uid, count: config.uid_range, unprivileged: false })
 }
 
 /// Forgets the range of `key` (after its workspace is deleted).

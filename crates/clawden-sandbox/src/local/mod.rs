@@ -1,7 +1,7 @@
 //! The local Linux backend: sandboxes built by the helper from namespaces, seccomp, Landlock and
 //! cgroups on this machine.
 
-mod ids;
+pub(crate) mod ids;
 
 use crate::api::{ExecOutcome, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus};
 use crate::config::{BackendConfig, SandboxConfig, SandboxKey, WorkspaceStorage};
@@ -40,6 +40,15 @@ struct Running {
     config: SandboxConfig,
 }
 
+/// What the lifecycle manager needs to know about a running sandbox.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningInfo {
+    pub workspace: PathBuf,
+    pub ids: HostIds,
+    pub init_pid: i32,
+    pub userns_ino: u64,
+}
+
 /// The local Linux backend. One value serves every sandbox of the process; it is cheap to share
 /// behind an `Arc`.
 #[derive(Debug)]
@@ -56,9 +65,7 @@ impl LocalSandboxes {
         let capabilities = probe();
         let missing = capabilities.missing(&config);
         if !missing.is_empty() {
-            return Err(Error::Unsupported {
-                missing: missing.join(", "),
-            });
+            return Err(Error::Unsupported { missing: missing.join(", ") });
         }
         if !config.helper.is_file() {
             return Err(Error::InvalidConfig("the helper executable does not exist"));
@@ -67,16 +74,20 @@ impl LocalSandboxes {
             || config.cgroup_parent.contains("..")
             || config.cgroup_parent.starts_with('/')
         {
-            return Err(Error::InvalidConfig(
-                "cgroup_parent must be a relative name",
-            ));
+            return Err(Error::InvalidConfig("cgroup_parent must be a relative name"));
         }
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(Error::io("creating the state directory"))?;
-        Ok(LocalSandboxes {
-            config,
-            capabilities,
-            running: Mutex::new(HashMap::new()),
+        std::fs::create_dir_all(&config.state_dir).map_err(Error::io("creating the state directory"))?;
+        Ok(LocalSandboxes { config, capabilities, running: Mutex::new(HashMap::new()) })
+    }
+
+    /// Where a running sandbox's workspace is on the host, who owns it, and its first process.
+    pub(crate) async fn running_info(&self, key: &SandboxKey) -> Result<RunningInfo> {
+        let r = self.get(key).await?;
+        Ok(RunningInfo {
+            workspace: r.workspace.clone(),
+            ids: r.ids,
+            init_pid: r.target.init_pid,
+            userns_ino: r.target.userns_ino,
         })
     }
 
@@ -93,12 +104,7 @@ impl LocalSandboxes {
         cmd
     }
 
-    fn sandbox_plan(
-        &self,
-        key: &SandboxKey,
-        config: &SandboxConfig,
-        ids: HostIds,
-    ) -> Result<SandboxPlan> {
+    fn sandbox_plan(&self, key: &SandboxKey, config: &SandboxConfig, ids: HostIds) -> Result<SandboxPlan> {
         let limits = &config.limits;
         if limits.memory_bytes < (16 << 20) || limits.pids < 4 || limits.cpu_millicores == 0 {
             return Err(Error::InvalidConfig("limits are too small to run anything"));
@@ -124,8 +130,7 @@ impl LocalSandboxes {
                 None
             }
         };
-        std::fs::create_dir_all(&config.volume_dir)
-            .map_err(Error::io("creating the volume directory"))?;
+        std::fs::create_dir_all(&config.volume_dir).map_err(Error::io("creating the volume directory"))?;
         Ok(SandboxPlan {
             host_uid: ids.uid,
             host_gid: ids.gid,
@@ -134,10 +139,7 @@ impl LocalSandboxes {
             workspace: config.workspace_host_dir(),
             image,
             quota_bytes: limits.workspace_quota_bytes,
-            cgroups: self
-                .capabilities
-                .cgroups
-                .sandbox_dirs(&self.config.cgroup_parent, &key.name()),
+            cgroups: self.capabilities.cgroups.sandbox_dirs(&self.config.cgroup_parent, &key.name()),
             memory_bytes: limits.memory_bytes,
             swap_bytes: limits.swap_bytes,
             pids: limits.pids,
@@ -171,9 +173,7 @@ impl LocalSandboxes {
         request: ExecRequest,
     ) -> Result<ExecOutcome> {
         if self.running.lock().await.contains_key(key) {
-            return Err(Error::InvalidConfig(
-                "this sandbox is already running; use exec",
-            ));
+            return Err(Error::InvalidConfig("this sandbox is already running; use exec"));
         }
         let ids = ids::host_ids(&self.config, key, self.capabilities.running_as_root)?;
         let plan = self.sandbox_plan(key, config, ids)?;
@@ -188,9 +188,7 @@ impl LocalSandboxes {
         cmd.stdin(stdio(request.stdin, true)?);
         cmd.stdout(stdio(request.stdout, true)?);
         cmd.stderr(stdio(request.stderr, true)?);
-        let mut child = cmd
-            .spawn()
-            .map_err(Error::io("spawning the sandbox helper"))?;
+        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
         let status = wait_with_backstop(&mut child, timeout + START_TIMEOUT).await?;
         Ok(status)
     }
@@ -239,14 +237,10 @@ fn outcome_of(status: std::process::ExitStatus) -> ExecOutcome {
 /// which kills its command through the parent-death signal.
 async fn wait_with_backstop(child: &mut Child, limit: Duration) -> Result<ExecOutcome> {
     match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => Ok(outcome_of(
-            status.map_err(Error::io("waiting for the sandbox helper"))?,
-        )),
+        Ok(status) => Ok(outcome_of(status.map_err(Error::io("waiting for the sandbox helper"))?)),
         Err(_) => {
             let _ = child.kill().await;
-            Ok(ExecOutcome {
-                code: crate::EXIT_TIMEOUT,
-            })
+            Ok(ExecOutcome { code: crate::EXIT_TIMEOUT })
         }
     }
 }
@@ -262,26 +256,14 @@ impl Sandbox for LocalSandboxes {
         let mut args = Vec::new();
         plan.to_args(&mut args);
         let mut cmd = self.helper("start");
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd
-            .spawn()
-            .map_err(Error::io("spawning the sandbox helper"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Helper("no stdout pipe".into()))?;
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::Helper("no stdout pipe".into()))?;
         let mut line = String::new();
-        let read =
-            tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+        let read = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
         let ready = match read {
             Ok(Ok(_)) => parse_ready(&line),
-            Ok(Err(e)) => Err(Error::Io {
-                context: "reading the sandbox helper",
-                source: e,
-            }),
+            Ok(Err(e)) => Err(Error::Io { context: "reading the sandbox helper", source: e }),
             Err(_) => Err(Error::HelperTimeout(START_TIMEOUT)),
         };
         let (init_pid, userns_ino) = match ready {
@@ -295,11 +277,7 @@ impl Sandbox for LocalSandboxes {
         let running = Running {
             monitor: Mutex::new(child),
             control: Mutex::new(control),
-            target: Target {
-                init_pid,
-                userns_ino,
-                cgroups: plan.cgroups.clone(),
-            },
+            target: Target { init_pid, userns_ino, cgroups: plan.cgroups.clone() },
             workspace: plan.workspace.clone(),
             ids,
             config: config.clone(),
@@ -310,9 +288,7 @@ impl Sandbox for LocalSandboxes {
 
     async fn exec(&self, key: &SandboxKey, request: ExecRequest) -> Result<ExecProcess> {
         let running = self.get(key).await?;
-        let timeout = request
-            .timeout
-            .unwrap_or(running.config.limits.exec_timeout);
+        let timeout = request.timeout.unwrap_or(running.config.limits.exec_timeout);
         let command = command_plan(&request, &running.config, timeout);
         let mut args = Vec::new();
         running.target.to_args(&mut args);
@@ -325,21 +301,10 @@ impl Sandbox for LocalSandboxes {
             .stdin(stdio(request.stdin, false)?)
             .stdout(stdio(request.stdout, false)?)
             .stderr(stdio(request.stderr, false)?);
-        let mut child = cmd
-            .spawn()
-            .map_err(Error::io("spawning the sandbox helper"))?;
-        let stdin = child
-            .stdin
-            .take()
-            .map(|s| Box::pin(s) as crate::api::ExecWriter);
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Box::pin(s) as crate::api::ExecReader);
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Box::pin(s) as crate::api::ExecReader);
+        let mut child = cmd.spawn().map_err(Error::io("spawning the sandbox helper"))?;
+        let stdin = child.stdin.take().map(|s| Box::pin(s) as crate::api::ExecWriter);
+        let stdout = child.stdout.take().map(|s| Box::pin(s) as crate::api::ExecReader);
+        let stderr = child.stderr.take().map(|s| Box::pin(s) as crate::api::ExecReader);
         let waiter = async move { wait_with_backstop(&mut child, timeout + EXEC_GRACE).await };
         Ok(ExecProcess::new(stdin, stdout, stderr, waiter))
     }
@@ -375,10 +340,7 @@ impl Sandbox for LocalSandboxes {
         match tokio::time::timeout(STOP_TIMEOUT, monitor.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(Error::Helper(format!("teardown failed ({status})"))),
-            Ok(Err(e)) => Err(Error::Io {
-                context: "waiting for the sandbox helper",
-                source: e,
-            }),
+            Ok(Err(e)) => Err(Error::Io { context: "waiting for the sandbox helper", source: e }),
             Err(_) => {
                 let _ = monitor.kill().await;
                 Err(Error::HelperTimeout(STOP_TIMEOUT))
@@ -390,24 +352,14 @@ impl Sandbox for LocalSandboxes {
         self.stop(key).await?;
         let workspace = config.workspace_host_dir();
         if is_mount_point(&workspace) {
-            return Err(Error::Helper(
-                "the workspace volume is still mounted".into(),
-            ));
+            return Err(Error::Helper("the workspace volume is still mounted".into()));
         }
         match std::fs::remove_dir_all(&config.volume_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Io {
-                    context: "deleting the workspace",
-                    source: e,
-                })
-            }
+            Err(e) => return Err(Error::Io { context: "deleting the workspace", source: e }),
         }
-        let cgroups = self
-            .capabilities
-            .cgroups
-            .sandbox_dirs(&self.config.cgroup_parent, &key.name());
+        let cgroups = self.capabilities.cgroups.sandbox_dirs(&self.config.cgroup_parent, &key.name());
         tokio::task::spawn_blocking(move || crate::helper::cgroup::remove(&cgroups))
             .await
             .map_err(|e| Error::Helper(format!("cgroup task failed: {e}")))?
@@ -443,9 +395,7 @@ fn parse_ready(line: &str) -> Result<(i32, u64)> {
                 _ => Err(Error::Helper(format!("unexpected answer {line:?}"))),
             }
         }
-        Some("error") => Err(Error::Helper(
-            line.trim_start_matches("error").trim().to_owned(),
-        )),
+        Some("error") => Err(Error::Helper(line.trim_start_matches("error").trim().to_owned())),
         _ => Err(Error::Helper(if line.is_empty() {
             "the helper exited before the sandbox was ready".to_owned()
         } else {

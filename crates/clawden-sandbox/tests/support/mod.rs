@@ -5,8 +5,8 @@
 
 use clawden_core::{InstanceId, UserId};
 use clawden_sandbox::{
-    BackendConfig, ExecOutput, ExecRequest, Limits, LocalSandboxes, Sandbox, SandboxConfig,
-    SandboxKey, WorkspaceStorage,
+    BackendConfig, ExecOutput, ExecRequest, Limits, LocalSandboxes, Sandbox, SandboxConfig, SandboxKey,
+    WorkspaceStorage,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,35 +80,21 @@ pub struct Sbx {
 
 impl Harness {
     pub fn config(&self, name: &str, storage: WorkspaceStorage, limits: Limits) -> SandboxConfig {
-        SandboxConfig {
-            volume_dir: self.dir.path().join("volumes").join(name),
-            storage,
-            limits,
-        }
+        SandboxConfig { volume_dir: self.dir.path().join("volumes").join(name), storage, limits }
     }
 
     /// Starts a sandbox with a plain-directory workspace and small limits.
     pub async fn start(&self, name: &str) -> Sbx {
-        self.start_with(name, WorkspaceStorage::Directory, small_limits())
-            .await
+        self.start_with(name, WorkspaceStorage::Directory, small_limits()).await
     }
 
     pub async fn start_with(&self, name: &str, storage: WorkspaceStorage, limits: Limits) -> Sbx {
-        let key = SandboxKey {
-            instance: InstanceId::new(),
-            member: UserId::new(),
-        };
+        let key = SandboxKey { instance: InstanceId::new(), member: UserId::new() };
         self.start_key(name, key, storage, limits).await
     }
 
     /// Starts the sandbox of a given (instance, member).
-    pub async fn start_key(
-        &self,
-        name: &str,
-        key: SandboxKey,
-        storage: WorkspaceStorage,
-        limits: Limits,
-    ) -> Sbx {
+    pub async fn start_key(&self, name: &str, key: SandboxKey, storage: WorkspaceStorage, limits: Limits) -> Sbx {
         let config = self.config(name, storage, limits);
         if let Err(e) = self.backend.start(&key, &config).await {
             panic!("starting sandbox {name}: {e}");
@@ -121,11 +107,7 @@ impl Harness {
     }
 
     pub async fn run(&self, b: &Sbx, request: ExecRequest) -> ExecOutput {
-        match self
-            .backend
-            .exec_collect(&b.key, request, Vec::new(), 1 << 20)
-            .await
-        {
+        match self.backend.exec_collect(&b.key, request, Vec::new(), 1 << 20).await {
             Ok(out) => out,
             Err(e) => panic!("exec failed: {e}"),
         }
@@ -145,20 +127,13 @@ impl Harness {
             let _ = s.read_to_end(&mut stderr).await;
         }
         let outcome = process.wait().await.expect("wait");
-        ExecOutput {
-            outcome,
-            stdout,
-            stderr,
-        }
+        ExecOutput { outcome, stdout, stderr }
     }
 
     /// Copies the attempt program into the workspace as `/workspace/attempt`.
     pub async fn install_attempt(&self, b: &Sbx) {
         let bytes = std::fs::read(ATTEMPT).expect("attempt binary");
-        self.backend
-            .write_file(&b.key, Path::new("attempt"), &bytes)
-            .await
-            .expect("write attempt");
+        self.backend.write_file(&b.key, Path::new("attempt"), &bytes).await.expect("write attempt");
         let out = self.sh(b, "chmod 755 /workspace/attempt").await;
         assert!(out.outcome.success(), "chmod: {out:?}");
     }
@@ -167,27 +142,13 @@ impl Harness {
     pub async fn attempt(&self, b: &Sbx, args: &[&str]) -> String {
         let mut argv = vec!["/workspace/attempt"];
         argv.extend_from_slice(args);
-        let out = self
-            .run(
-                b,
-                ExecRequest::new(argv).with_timeout(Duration::from_secs(20)),
-            )
-            .await;
-        assert_eq!(
-            out.outcome.code,
-            0,
-            "attempt {args:?} did not run: {} {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        let out = self.run(b, ExecRequest::new(argv).with_timeout(Duration::from_secs(20))).await;
+        assert_eq!(out.outcome.code, 0, "attempt {args:?} did not run: {} {}", text(&out.stdout), text(&out.stderr));
         text(&out.stdout).trim().to_owned()
     }
 
     pub async fn finish(&self, b: Sbx) {
-        self.backend
-            .destroy(&b.key, &b.config)
-            .await
-            .expect("destroy");
+        self.backend.destroy(&b.key, &b.config).await.expect("destroy");
     }
 
     pub fn workspace(&self, b: &Sbx) -> PathBuf {
@@ -203,10 +164,7 @@ pub fn text(b: &[u8]) -> String {
 /// filter (so the test fails if the call went through, and also if it failed for an unrelated
 /// reason such as the kernel lacking the feature).
 pub fn assert_eperm(verdict: &str, what: &str) {
-    assert_eq!(
-        verdict, "denied errno=1",
-        "{what} was not refused by the sandbox: {verdict}"
-    );
+    assert_eq!(verdict, "denied errno=1", "{what} was not refused by the sandbox: {verdict}");
 }
 
 /// Host pids whose command line starts with `marker`. The tests look from the host: inside, each

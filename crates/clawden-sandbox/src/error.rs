@@ -47,6 +47,9 @@ pub enum Error {
     /// Every running sandbox is busy and the cap on running sandboxes is reached.
     #[error("all {0} sandbox slots are busy; try again later")]
     AtCapacity(usize),
+    /// Another clawden process (a server, or a one-shot `sandbox exec`) runs this sandbox.
+    #[error("this sandbox is running in another clawden process")]
+    InUse,
     /// The workspace key could not be obtained.
     #[error("the workspace key is unavailable: {0}")]
     WorkspaceKey(#[source] Box<dyn std::error::Error + Send + Sync>),

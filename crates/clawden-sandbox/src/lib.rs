@@ -32,7 +32,8 @@ pub use error::{Error, Result};
 pub use helper::{helper_main, HELPER_SUBCOMMAND};
 pub use local::LocalSandboxes;
 pub use manager::{
-    workspace_associated_data, ManagerSettings, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeys,
+    workspace_associated_data, ManagerSettings, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeyFuture,
+    WorkspaceKeys,
 };
 pub use probe::{probe, Capabilities, CgroupSupport, CgroupVersion};
 pub use sealed::SealStats;

@@ -8,10 +8,11 @@ use crate::egress::{EgressPolicy, EgressProxy, PROXY_PORT};
 use crate::error::{Error, Result};
 use crate::local::LocalSandboxes;
 use crate::sealed::{self, Owner, SealStats, SEALED_NAME};
-use async_trait::async_trait;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -43,11 +44,14 @@ impl fmt::Debug for WorkspaceKey {
 /// (`Keyring::dek(KeyOwner::Instance(key.instance))`); tests use a fixed key. The associated
 /// data is not the implementer's choice: it is always [`workspace_associated_data`], so a sealed
 /// workspace copied to another instance or member does not open.
-#[async_trait]
 pub trait WorkspaceKeys: Send + Sync {
-    /// The key sealing the workspace of `key`.
-    async fn workspace_key(&self, key: &SandboxKey) -> Result<WorkspaceKey>;
+    /// The key sealing the workspace of `key` (a boxed future, so implementers need no macro:
+    /// `Box::pin(async move { … })`).
+    fn workspace_key<'a>(&'a self, key: &'a SandboxKey) -> WorkspaceKeyFuture<'a>;
 }
+
+/// What [`WorkspaceKeys::workspace_key`] returns.
+pub type WorkspaceKeyFuture<'a> = Pin<Box<dyn Future<Output = Result<WorkspaceKey>> + Send + 'a>>;
 
 /// The associated data bound into every chunk of a sealed workspace.
 pub fn workspace_associated_data(key: &SandboxKey) -> Vec<u8> {
@@ -106,6 +110,9 @@ struct Entry {
     in_flight: usize,
     policy: Arc<RwLock<EgressPolicy>>,
     proxy_task: Option<tokio::task::JoinHandle<()>>,
+    /// Held while the sandbox runs: a second clawden process (a server and a one-shot
+    /// `sandbox exec`) can never mount the same volume twice.
+    _volume_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Starts sandboxes on demand, keeps them warm, stops and seals them when idle.
@@ -302,8 +309,29 @@ impl SandboxManager {
         }
     }
 
+    fn lock_volume(config: &SandboxConfig) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(&config.volume_dir).map_err(Error::io("creating the volume directory"))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(config.volume_dir.join(".lock"))
+            .map_err(Error::io("locking the sandbox volume"))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                Error::InUse
+            } else {
+                Error::Io { context: "locking the sandbox volume", source: errno.into() }
+            }
+        })
+    }
+
     async fn start_locked(&self, key: &SandboxKey, policy: EgressPolicy) -> Result<Option<SealStats>> {
         let config = self.config_for(key);
+        let volume_lock = Self::lock_volume(&config)?;
         let leftover = Self::plaintext_exists(&config);
         let workspace_key = if leftover { None } else { Some(self.keys.workspace_key(key).await?) };
         self.backend.start(key, &config).await?;
@@ -348,7 +376,10 @@ impl SandboxManager {
             },
             None => None,
         };
-        lock(&self.entries).insert(*key, Entry { config, last_used: Instant::now(), in_flight: 0, policy, proxy_task });
+        lock(&self.entries).insert(
+            *key,
+            Entry { config, last_used: Instant::now(), in_flight: 0, policy, proxy_task, _volume_lock: volume_lock },
+        );
         tracing::info!(sandbox = %key, "sandbox started");
         Ok(stats)
     }
@@ -361,13 +392,21 @@ impl SandboxManager {
     }
 
     async fn stop_locked(&self, key: &SandboxKey, reason: StopReason) -> Result<Option<SealStats>> {
-        let Some(entry) = lock(&self.entries).remove(key) else {
-            return Ok(None);
+        // The entry stays listed until the workspace is sealed: `running()` never shows a
+        // sandbox as stopped while its plaintext still exists. The key's lock keeps execs out.
+        let config = {
+            let mut entries = lock(&self.entries);
+            let Some(entry) = entries.get_mut(key) else {
+                return Ok(None);
+            };
+            if let Some(task) = entry.proxy_task.take() {
+                task.abort();
+            }
+            entry.config.clone()
         };
-        if let Some(task) = entry.proxy_task {
-            task.abort();
-        }
-        self.stop_and_seal(key, &entry.config, reason).await.map(Some)
+        let result = self.stop_and_seal(key, &config, reason).await.map(Some);
+        lock(&self.entries).remove(key);
+        result
     }
 
     async fn stop_and_seal(&self, key: &SandboxKey, config: &SandboxConfig, reason: StopReason) -> Result<SealStats> {

@@ -2,7 +2,7 @@
 //! idle timeout, and the least recently used one is stopped when the cap on running sandboxes is
 //! reached. While stopped, a workspace exists only sealed (see [`crate::sealed`]).
 
-use crate::api::{ExecProcess, ExecRequest, Sandbox};
+use crate::api::{ExecProcess, ExecRequest, Sandbox, SandboxStatus};
 use crate::config::{Limits, SandboxConfig, SandboxKey, WorkspaceStorage};
 use crate::egress::{EgressPolicy, EgressProxy, PROXY_PORT};
 use crate::error::{Error, Result};
@@ -214,7 +214,12 @@ impl SandboxManager {
         {
             let key_lock = self.key_lock(key);
             let _guard = key_lock.lock().await;
-            let running = lock(&self.entries).contains_key(key);
+            let mut running = lock(&self.entries).contains_key(key);
+            if running && self.backend.status(key).await? == SandboxStatus::Stopped {
+                // It died (a memory kill): seal what it left, then start afresh.
+                self.stop_locked(key, StopReason::Requested).await?;
+                running = false;
+            }
             if !running {
                 self.make_room(key).await?;
                 self.start_locked(key, policy.clone()).await?;

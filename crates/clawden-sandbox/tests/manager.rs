@@ -313,3 +313,50 @@ async fn seal_and_unseal_of_a_10_mb_workspace_are_timed() {
         cold_empty.as_secs_f64() * 1e3
     );
 }
+
+#[tokio::test]
+async fn a_sandbox_killed_for_memory_is_still_sealed_when_stopped() {
+    let s = setup_or_skip!(|st| st.limits.memory_bytes = 64 << 20, None);
+    if s.manager.backend().capabilities().cgroups.version.is_none() {
+        skip("no memory cgroup on this machine");
+        return;
+    }
+    let k = key();
+    let m = marker();
+    sh_ok(&s.manager, &k, &format!("echo {m} > note")).await;
+    let attempt = std::fs::read(ATTEMPT).expect("attempt binary");
+    s.manager.backend().write_file(&k, Path::new("attempt"), &attempt).await.expect("write");
+    sh_ok(&s.manager, &k, "chmod 755 attempt").await;
+    let mut p = s
+        .manager
+        .exec(&k, EgressPolicy::default(), ExecRequest::new(["/workspace/attempt", "membomb", "1024"]))
+        .await
+        .expect("exec");
+    drop(p.stdin.take());
+    let (mut o, mut e) = (p.stdout.take(), p.stderr.take());
+    let drain = async {
+        let mut sink = Vec::new();
+        if let Some(o) = o.as_mut() {
+            let _ = o.read_to_end(&mut sink).await;
+        }
+        if let Some(e) = e.as_mut() {
+            let _ = e.read_to_end(&mut sink).await;
+        }
+    };
+    let (_, outcome) = tokio::join!(drain, p.wait());
+    assert_eq!(outcome.expect("wait").code, 137);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.manager.backend().status(&k).await.expect("status") == clawden_sandbox::SandboxStatus::Running {
+        assert!(Instant::now() < deadline, "the sandbox survived its OOM kill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next exec notices, seals what the dead sandbox left, and starts afresh.
+    assert_eq!(sh_ok(&s.manager, &k, "cat note").await, format!("{m}\n"));
+    // The volume is sealed at stop all the same, and nothing stays in plaintext.
+    s.manager.stop(&k, StopReason::Requested).await.expect("stop");
+    assert!(s.manager.running().is_empty());
+    assert!(!s.manager.config_for(&k).workspace_image().exists());
+    assert!(files_containing(s.dir.path(), m.as_bytes()).is_empty());
+    assert_eq!(sh_ok(&s.manager, &k, "cat note").await, format!("{m}\n"));
+    s.manager.stop_all().await.expect("stop all");
+}

@@ -430,10 +430,12 @@ impl SandboxManager {
         let root = info.workspace.clone();
         let owner = Owner { uid: info.ids.uid, gid: info.ids.gid, count: info.ids.count };
         let ad = workspace_associated_data(key);
+        let budget = config.limits.workspace_quota_bytes;
         let started = Instant::now();
-        let sealed = tokio::task::spawn_blocking(move || sealed::seal(&root, &sealed_file, wk.bytes(), &ad, &owner))
-            .await
-            .map_err(|e| Error::Helper(format!("seal task failed: {e}")))?;
+        let sealed =
+            tokio::task::spawn_blocking(move || sealed::seal(&root, &sealed_file, wk.bytes(), &ad, &owner, budget))
+                .await
+                .map_err(|e| Error::Helper(format!("seal task failed: {e}")))?;
         let stopped = self.backend.stop(key).await;
         match sealed {
             Ok(stats) => {

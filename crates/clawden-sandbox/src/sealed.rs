@@ -141,38 +141,72 @@ struct Walker<'a, W: Write> {
     owner: &'a Owner,
     stats: SealStats,
     entries: u64,
+    /// Most file content bytes archived (the workspace quota).
+    budget: u64,
 }
 
 impl<W: Write> Walker<'_, W> {
+    /// Archives the entries of `dir`. What the sandbox can shape — nesting, entry count, sparse
+    /// files larger than the quota, entries swapped for links or FIFOs mid-walk — is skipped
+    /// (and counted), never a reason for the seal to fail: a failed seal would leave the
+    /// workspace in plaintext. Only errors writing the archive fail it.
     fn walk(&mut self, dir: &OwnedFd, rel: &Path, depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::InvalidConfig("the workspace is nested too deeply to seal"));
-        }
-        for name in list(dir)? {
+        let names = match list(dir) {
+            Ok(n) => n,
+            Err(_) => {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+        };
+        for name in names {
             self.entries += 1;
             if self.entries > MAX_ENTRIES {
-                return Err(Error::InvalidConfig("the workspace has too many entries to seal"));
+                self.stats.skipped += 1;
+                continue;
             }
             let path = rel.join(&name);
-            let st = fstatat(Some(dir.as_raw_fd()), Path::new(&name), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(nix_io("inspecting a workspace entry"))?;
+            let Ok(st) = fstatat(Some(dir.as_raw_fd()), Path::new(&name), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                self.stats.skipped += 1;
+                continue;
+            };
             let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
             if kind == SFlag::S_IFDIR {
-                let child = open_child(dir, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
-                let st = fstat(child.as_raw_fd()).map_err(nix_io("inspecting a workspace entry"))?;
+                if depth >= MAX_DEPTH {
+                    self.stats.skipped += 1;
+                    continue;
+                }
+                let Ok(child) = open_child(dir, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) else {
+                    self.stats.skipped += 1;
+                    continue;
+                };
+                let Ok(st) = fstat(child.as_raw_fd()) else {
+                    self.stats.skipped += 1;
+                    continue;
+                };
                 let mut h = header_for(&st, self.owner, tar::EntryType::Directory);
                 self.out.append_data(&mut h, &path, io::empty()).map_err(Error::io("archiving the workspace"))?;
                 self.stats.dirs += 1;
                 self.walk(&child, &path, depth + 1)?;
             } else if kind == SFlag::S_IFREG {
                 // Non-blocking: an entry swapped for a FIFO after the stat cannot hang us.
-                let fd = open_child(dir, &name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())?;
-                let st = fstat(fd.as_raw_fd()).map_err(nix_io("inspecting a workspace entry"))?;
-                if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                let Ok(fd) = open_child(dir, &name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()) else {
+                    self.stats.skipped += 1;
+                    continue;
+                };
+                let regular = fstat(fd.as_raw_fd())
+                    .ok()
+                    .filter(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
+                let Some(st) = regular else {
+                    self.stats.skipped += 1;
+                    continue;
+                };
+                let size = st.st_size as u64;
+                // Sparse files can claim far more than the quota holds; they would turn the seal
+                // into a disk-filling read of zeros.
+                if size > self.budget.saturating_sub(self.stats.bytes) {
                     self.stats.skipped += 1;
                     continue;
                 }
-                let size = st.st_size as u64;
                 let mut h = header_for(&st, self.owner, tar::EntryType::Regular);
                 h.set_size(size);
                 // Exactly `size` bytes even if the file changes meanwhile (padded or cut).
@@ -181,8 +215,10 @@ impl<W: Write> Walker<'_, W> {
                 self.stats.files += 1;
                 self.stats.bytes += size;
             } else if kind == SFlag::S_IFLNK {
-                let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), Path::new(&name))
-                    .map_err(nix_io("reading a workspace link"))?;
+                let Ok(target) = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), Path::new(&name)) else {
+                    self.stats.skipped += 1;
+                    continue;
+                };
                 let mut h = header_for(&st, self.owner, tar::EntryType::Symlink);
                 self.out
                     .append_link(&mut h, &path, Path::new(&target))
@@ -204,7 +240,14 @@ fn stream_error(e: StreamError) -> Error {
 }
 
 /// Archives and encrypts the workspace at `root` into `sealed`, atomically replacing it.
-pub(crate) fn seal(root: &Path, sealed: &Path, key: &[u8; 32], ad: &[u8], owner: &Owner) -> Result<SealStats> {
+pub(crate) fn seal(
+    root: &Path,
+    sealed: &Path,
+    key: &[u8; 32],
+    ad: &[u8],
+    owner: &Owner,
+    budget: u64,
+) -> Result<SealStats> {
     let dir = open_dir_root(root)?;
     let parent = sealed.parent().ok_or(Error::InvalidConfig("the sealed file has no parent directory"))?;
     let tmp = parent.join(format!(".{SEALED_NAME}.tmp-{}", std::process::id()));
@@ -217,7 +260,8 @@ pub(crate) fn seal(root: &Path, sealed: &Path, key: &[u8; 32], ad: &[u8], owner:
         .map_err(Error::io("creating the sealed workspace"))?;
     let result = (|| {
         let sealer = StreamSealer::new(key, ad, BufWriter::with_capacity(256 << 10, file)).map_err(stream_error)?;
-        let mut walker = Walker { out: tar::Builder::new(sealer), owner, stats: SealStats::default(), entries: 0 };
+        let mut walker =
+            Walker { out: tar::Builder::new(sealer), owner, stats: SealStats::default(), entries: 0, budget };
         walker.walk(&dir, Path::new(""), 0)?;
         let stats = walker.stats;
         let sealer = walker.out.into_inner().map_err(Error::io("archiving the workspace"))?;
@@ -393,7 +437,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/shadow", src.join("shadow-link")).expect("symlink");
         nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o600)).expect("fifo");
         let sealed = dir.path().join(SEALED_NAME);
-        let stats = seal(&src, &sealed, &KEY, b"ad", &owner()).expect("seal");
+        let stats = seal(&src, &sealed, &KEY, b"ad", &owner(), 1 << 30).expect("seal");
         assert_eq!((stats.files, stats.dirs, stats.symlinks, stats.skipped), (2, 2, 1, 1));
         let bytes = std::fs::read(&sealed).expect("read");
         assert!(!bytes.windows(22).any(|w| w == b"workspace marker 12345"));
@@ -420,8 +464,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::os::unix::fs::symlink("/etc", dir.path().join("ws")).expect("symlink");
         let sealed = dir.path().join(SEALED_NAME);
-        assert!(seal(&dir.path().join("ws"), &sealed, &KEY, b"ad", &owner()).is_err());
+        assert!(seal(&dir.path().join("ws"), &sealed, &KEY, b"ad", &owner(), 1 << 30).is_err());
         assert!(!sealed.exists());
+    }
+
+    #[test]
+    fn sparse_files_past_the_quota_and_deep_nesting_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        let huge = File::create(src.join("sparse")).expect("create");
+        huge.set_len(1 << 40).expect("sparse 1 TiB");
+        std::fs::write(src.join("small"), b"kept").expect("write");
+        let mut deep = src.clone();
+        for _ in 0..MAX_DEPTH + 5 {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).expect("deep");
+        let sealed = dir.path().join(SEALED_NAME);
+        let stats = seal(&src, &sealed, &KEY, b"ad", &owner(), 1 << 20).expect("seal");
+        assert_eq!((stats.files, stats.bytes), (1, 4));
+        assert_eq!(stats.skipped, 2);
+        assert!(std::fs::metadata(&sealed).expect("sealed").len() < 1 << 20);
     }
 
     #[test]

@@ -363,3 +363,18 @@ async fn a_sandbox_killed_for_memory_is_still_sealed_when_stopped() {
     assert_eq!(sh_ok(&s.manager, &k, "cat note").await, format!("{m}\n"));
     s.manager.stop_all().await.expect("stop all");
 }
+
+#[tokio::test]
+async fn a_second_process_cannot_start_a_running_sandbox() {
+    let s = setup_or_skip!(|_| {}, None);
+    let Some(Harness { backend, dir: _other_state }) = harness() else { return };
+    // A second manager (as a second clawden process would have) on the same volumes.
+    let second = SandboxManager::new(Arc::new(backend), Arc::new(FixedKey), None, s.manager.settings().clone());
+    let k = key();
+    sh_ok(&s.manager, &k, "echo one > f").await;
+    let err = sh(&second, &k, "true").await.expect_err("second start");
+    assert!(matches!(err, Error::InUse), "{err}");
+    s.manager.stop_all().await.expect("stop all");
+    assert_eq!(sh_ok(&second, &k, "cat f").await, "one\n");
+    second.stop_all().await.expect("stop all");
+}

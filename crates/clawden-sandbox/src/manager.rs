@@ -14,8 +14,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that a test can pause and advance time for the idle timeout.
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 /// The 32-byte key that seals one sandbox's workspace (the server gives the instance's DEK).

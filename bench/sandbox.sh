@@ -83,3 +83,15 @@ cold, bwrap = p50["clawden cold start + /bin/true"], p50["bwrap --unshare-all"]
 print(f"cold start / bwrap (p50): {cold / bwrap:.2f}   (target <= 0.80)")
 print(f"warm exec p50: {p50['clawden warm exec /bin/true'] * 1000:.2f} ms   (target < 1 ms)")
 PY
+
+# Sealed workspaces (part 2): a 10 MB workspace (10 MiB of random bytes and 200 small files) on a
+# 64 MiB quota volume, stopped with its seal (archive, AES-256-GCM stream, fsync, rename, then
+# unmount and delete the volume) and cold-started with its unseal (a fresh volume, decrypt and
+# unpack); an empty workspace beside it. SEAL_RUNS repetitions of the timed test.
+if [ "${SEAL_RUNS:-3}" -gt 0 ]; then
+    echo "sealed workspace, release build, ${SEAL_RUNS:-3} runs:" >&2
+    for _ in $(seq 1 "${SEAL_RUNS:-3}"); do
+        cargo test --quiet --release -p clawden-sandbox --test manager \
+            seal_and_unseal_of_a_10_mb_workspace_are_timed -- --nocapture 2>&1 | grep '^NUMBERS' || true
+    done
+fi

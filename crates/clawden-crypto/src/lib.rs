@@ -10,6 +10,7 @@ pub mod dek;
 pub mod master;
 pub mod password;
 pub mod seal;
+pub mod stream;
 pub mod token;
 
 pub use dek::{Dek, WrappedDek};

@@ -37,6 +37,22 @@ pub enum Error {
     /// No unprivileged host uid range is left for a new sandbox.
     #[error("no free host uid range for a new sandbox")]
     NoFreeUidRange,
+    /// A sealed workspace did not open: tampered, truncated, reordered, or sealed under another
+    /// key or for another sandbox. The sealed file is kept exactly as it was.
+    #[error("the sealed workspace refused to open and was kept as it was: {0}")]
+    Sealed(#[source] clawden_crypto::stream::StreamError),
+    /// A sealed workspace opened but its archive is not one clawden writes.
+    #[error("the sealed workspace archive is malformed: {0}")]
+    MalformedArchive(String),
+    /// Every running sandbox is busy and the cap on running sandboxes is reached.
+    #[error("all {0} sandbox slots are busy; try again later")]
+    AtCapacity(usize),
+    /// Another clawden process (a server, or a one-shot `sandbox exec`) runs this sandbox.
+    #[error("this sandbox is running in another clawden process")]
+    InUse,
+    /// The workspace key could not be obtained.
+    #[error("the workspace key is unavailable: {0}")]
+    WorkspaceKey(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -14,20 +14,29 @@
 
 mod api;
 mod config;
+pub mod egress;
 mod error;
 mod files;
 mod helper;
 mod local;
+mod manager;
 mod plan;
 mod probe;
+mod sealed;
 mod sys;
 
 pub use api::{ExecOutcome, ExecOutput, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus};
 pub use config::{BackendConfig, Limits, SandboxConfig, SandboxKey, WorkspaceStorage};
+pub use egress::{EgressEvent, EgressPolicy, EgressProxy, EgressReporter};
 pub use error::{Error, Result};
 pub use helper::{helper_main, HELPER_SUBCOMMAND};
 pub use local::LocalSandboxes;
+pub use manager::{
+    workspace_associated_data, ManagerSettings, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeyFuture,
+    WorkspaceKeys,
+};
 pub use probe::{probe, Capabilities, CgroupSupport, CgroupVersion};
+pub use sealed::SealStats;
 
 /// Exit code of an exec stopped by its wall-clock timeout (the convention of coreutils `timeout`).
 pub const EXIT_TIMEOUT: i32 = 124;

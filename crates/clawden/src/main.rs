@@ -2,6 +2,7 @@
 //! and `--config`, and reads the same settings from `CLAWDEN_*` variables.
 
 mod admin;
+mod sandbox_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     /// Master key management.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Run commands in a member's sandbox.
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -131,6 +135,11 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(cli.settings(Some(args))?).await,
             Command::Admin(cmd) => admin::run_admin(cmd, cli.settings(None)?).await,
             Command::Keys(cmd) => admin::run_keys(cmd, cli.settings(None)?).await,
+            Command::Sandbox(cmd) => {
+                // The command's own exit code (124 timeout, 137 memory kill) is ours.
+                let code = sandbox_cmd::run(cmd, cli.settings(None)?).await?;
+                std::process::exit(code)
+            }
         }
     });
     match result {

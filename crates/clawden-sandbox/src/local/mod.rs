@@ -1,7 +1,7 @@
 //! The local Linux backend: sandboxes built by the helper from namespaces, seccomp, Landlock and
 //! cgroups on this machine.
 
-mod ids;
+pub(crate) mod ids;
 
 use crate::api::{ExecOutcome, ExecProcess, ExecRequest, ExecStdio, Sandbox, SandboxStatus};
 use crate::config::{BackendConfig, SandboxConfig, SandboxKey, WorkspaceStorage};
@@ -40,6 +40,15 @@ struct Running {
     config: SandboxConfig,
 }
 
+/// What the lifecycle manager needs to know about a running sandbox.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningInfo {
+    pub workspace: PathBuf,
+    pub ids: HostIds,
+    pub init_pid: i32,
+    pub userns_ino: u64,
+}
+
 /// The local Linux backend. One value serves every sandbox of the process; it is cheap to share
 /// behind an `Arc`.
 #[derive(Debug)]
@@ -69,6 +78,17 @@ impl LocalSandboxes {
         }
         std::fs::create_dir_all(&config.state_dir).map_err(Error::io("creating the state directory"))?;
         Ok(LocalSandboxes { config, capabilities, running: Mutex::new(HashMap::new()) })
+    }
+
+    /// Where a running sandbox's workspace is on the host, who owns it, and its first process.
+    pub(crate) async fn running_info(&self, key: &SandboxKey) -> Result<RunningInfo> {
+        let r = self.get(key).await?;
+        Ok(RunningInfo {
+            workspace: r.workspace.clone(),
+            ids: r.ids,
+            init_pid: r.target.init_pid,
+            userns_ino: r.target.userns_ino,
+        })
     }
 
     /// What the kernel offered when this backend was created.

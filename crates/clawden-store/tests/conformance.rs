@@ -429,8 +429,8 @@ async fn key_rotation_keeps_every_value_readable() {
             }
             rewrapped += n;
         }
-        assert_eq!(rewrapped, 6, "5 user keys and the pepper");
-        assert_eq!(keyring.key_store().count_by_version().await.unwrap(), vec![(2, 6)]);
+        assert_eq!(rewrapped, 11, "5 user keys, 5 instance keys (their files) and the pepper");
+        assert_eq!(keyring.key_store().count_by_version().await.unwrap(), vec![(2, 11)]);
         master.retire_old();
         master.save(&key_file).unwrap();
         store.close().await;

@@ -257,6 +257,9 @@ pub trait AgentStore: Send + Sync {
     /// The instance's tier: its owner's tier. Any member, or the system.
     async fn instance_tier(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<clawden_core::Tier>>;
 
+    /// The instance's first owner; system only (operator tools).
+    async fn instance_owner(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<User>>;
+
     /// The instance's workspace files (paths and sizes). Any member, or the system.
     async fn list_files(&self, by: &Principal, instance: InstanceId) -> StoreResult<Vec<FileInfo>>;
 

@@ -8,14 +8,14 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use clawden_core::{Clock, InstanceId, Principal, Role, SystemClock, Tier};
+use clawden_core::{Clock, InstanceId, Principal, SystemClock, Tier};
 use clawden_sandbox::{
     BackendConfig, EgressEvent, EgressPolicy, EgressProxy, EgressReporter, ExecRequest, ExecStdio, LocalSandboxes,
     ManagerSettings, SandboxKey, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeyFuture, WorkspaceKeys,
     WorkspaceStorage,
 };
 use clawden_server::Settings;
-use clawden_store::{KeyOwner, Keyring, Store, UserStore};
+use clawden_store::{AgentStore, KeyOwner, Keyring, Store, UserStore};
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +32,7 @@ pub struct ExecArgs {
     /// The instance id.
     #[arg(long)]
     instance: InstanceId,
-    /// The member whose sandbox to use (email). Required without a running server for now: the
-    /// store has no lookup from an instance to its owner yet.
+    /// The member whose sandbox to use (email); default: the instance's owner.
     #[arg(long, value_name = "EMAIL")]
     user: Option<String>,
     /// Wall-clock limit of the command.
@@ -64,28 +63,23 @@ impl WorkspaceKeys for InstanceDeks {
 pub async fn run(cmd: &SandboxCommand, settings: Settings) -> anyhow::Result<i32> {
     let SandboxCommand::Exec(args) = cmd;
     let (store, keyring) = clawden_server::open_storage(&settings, &SystemClock).await?;
-    let Some(email) = &args.user else {
-        bail!(
-            "--user EMAIL is required without a running server: the store offers no lookup from an instance to its owner yet"
-        );
+    let user = match &args.user {
+        Some(email) => store
+            .user_by_email(&Principal::System, email)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no user with that email"))?,
+        None => store
+            .instance_owner(&Principal::System, args.instance)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no instance {}", args.instance))?,
     };
-    let user = store
-        .user_by_email(&Principal::System, email)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no user with that email"))?;
-    let role = store
+    store
         .role_in(&Principal::User { user: user.id }, args.instance)
         .await?
         .ok_or_else(|| anyhow::anyhow!("{} is not a member of instance {}", user.email, args.instance))?;
-    // An instance's tier is its owner's tier. Only an owner's own tier is known here; for other
-    // members fail closed rather than guess.
-    if role != Role::Owner {
-        bail!(
-            "cannot check the tier of instance {}: only its owner's sandbox can be run without a server",
-            args.instance
-        );
-    }
-    if user.tier == Tier::Base {
+    // An instance's tier is its owner's tier: the same check the agent makes before any tool.
+    let tier = store.instance_tier(&Principal::System, args.instance).await?.unwrap_or(Tier::Base);
+    if tier == Tier::Base {
         bail!(
             "instance {} is on the base tier: it has no sandbox and no tools (redeem an invite to upgrade)",
             args.instance

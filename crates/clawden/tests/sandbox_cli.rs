@@ -112,13 +112,14 @@ fn a_base_tier_instance_has_no_sandbox() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("base tier") && err.contains("no sandbox and no tools"), "{err}");
     assert!(!dir.path().join("sandbox").join("volumes").exists(), "nothing was started");
-    // A user who is not a member, and a missing --user, are refused too.
+    // A user who is not a member is refused; without --user the owner's sandbox is meant,
+    // and the owner's base tier refuses it the same way.
     create_user(dir.path(), "other@example.com", "invite");
     let out = exec(dir.path(), &instance, "other@example.com", &[], &["true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a member"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = clawden(dir.path()).args(["sandbox", "exec", "--instance", &instance, "--", "true"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--user"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("base tier"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -130,6 +130,19 @@ impl AgentStore for SqlStore {
         tier.map(|t| t.parse::<Tier>().map_err(StoreError::corrupt)).transpose()
     }
 
+    async fn instance_owner(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<crate::User>> {
+        require_system(by)?;
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.tier, u.platform_admin, u.disabled, u.created_at FROM members m
+             JOIN users u ON u.id = m.user_id WHERE m.instance_id = $1 AND m.role = 'owner'
+             ORDER BY m.created_at LIMIT 1",
+        )
+        .bind(instance.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(super::users::user_from_row).transpose()
+    }
+
     async fn list_files(&self, by: &Principal, instance: InstanceId) -> StoreResult<Vec<FileInfo>> {
         self.require_member(by, instance).await?;
         let rows = sqlx::query("SELECT path, chars, updated_at FROM agent_files WHERE instance_id = $1 ORDER BY path")

@@ -123,6 +123,7 @@ impl From<StoreError> for ApiError {
             StoreError::EmailTaken => {
                 ApiError::new(StatusCode::CONFLICT, "email_taken", "an account with this email exists")
             }
+            StoreError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             StoreError::InvalidInvite => ApiError::bad_request("invalid_invite", "the invite code is not valid"),
             other => ApiError::internal(other),
         }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod middleware;
+pub mod permissions;
 pub mod redact;
 pub mod routes;
 pub mod settings;

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// The invite code is unknown, spent or expired.
     #[error("the invite code is not valid")]
     InvalidInvite,
+    /// The change breaks a rule of the data (the last owner cannot leave).
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A daily quota is spent.
     #[error("today's quota is spent")]
     QuotaExceeded,

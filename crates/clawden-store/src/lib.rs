@@ -352,6 +352,89 @@ pub trait AgentStore: Send + Sync {
     async fn usage(&self, by: &Principal, day: &str) -> StoreResult<DailyUsage>;
 }
 
+/// Instance membership: invitations, roles, removal, transfer, deletion. The rules (admins
+/// cannot touch owners, only owners grant `owner`, the last owner cannot leave or be demoted)
+/// are enforced here, inside the transaction that changes the row.
+#[async_trait]
+#[allow(clippy::too_many_arguments)]
+pub trait MemberStore: Send + Sync {
+    /// The instance's members. Owners and admins only.
+    async fn members(&self, by: &Principal, instance: InstanceId) -> StoreResult<Vec<MemberInfo>>;
+
+    /// Invites `email` with `role` (replacing a pending invitation for the same email).
+    /// Owners and admins; only owners may offer `owner`. Nothing tells the caller whether the
+    /// email has an account.
+    async fn invite(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        email: &str,
+        role: Role,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// The principal's pending invitations (by their email).
+    async fn invitations(&self, by: &Principal, now: UnixMillis) -> StoreResult<Vec<Invitation>>;
+
+    /// Accepts (`true`) or declines one of the principal's invitations.
+    async fn answer_invitation(
+        &self,
+        by: &Principal,
+        id: &str,
+        accept: bool,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Changes a member's role, by the rules.
+    async fn set_role(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        user: UserId,
+        role: Role,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Removes a member (or the principal leaves), by the rules.
+    async fn remove_member(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        user: UserId,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Deletes an instance with its files, conversations, tokens and its audit chain, then
+    /// destroys its data key. Owners only.
+    async fn delete_instance(&self, by: &Principal, instance: InstanceId, audit: AuditEvent) -> StoreResult<()>;
+}
+
+/// The platform admin's view. System only: the server calls it for verified platform admins.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Every user, oldest first.
+    async fn all_users(&self, by: &Principal, limit: i64, offset: i64) -> StoreResult<Vec<User>>;
+
+    /// Sets a user's tier and/or disabled flag; disabling ends their sessions. Logged.
+    async fn admin_update_user(
+        &self,
+        by: &Principal,
+        user: UserId,
+        tier: Option<clawden_core::Tier>,
+        disabled: Option<bool>,
+        log: AdminLogEntry,
+    ) -> StoreResult<bool>;
+
+    /// Appends to the admin log.
+    async fn admin_log(&self, by: &Principal, entry: AdminLogEntry) -> StoreResult<()>;
+
+    /// The admin log, newest first.
+    async fn admin_log_entries(&self, by: &Principal, limit: i64) -> StoreResult<Vec<AdminLogEntry>>;
+}
+
 /// Everything clawden persists.
 #[async_trait]
 pub trait Store:
@@ -363,6 +446,8 @@ pub trait Store:
     + TotpStore
     + GatewayStore
     + AgentStore
+    + MemberStore
+    + AdminStore
     + std::fmt::Debug
 {
     /// Whether the database answers.

@@ -323,3 +323,50 @@ pub struct DailyUsage {
     /// Tool calls run.
     pub tool_calls: i64,
 }
+
+/// A member of an instance, as its owners and admins see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// The user.
+    pub user_id: UserId,
+    /// Their email.
+    pub email: String,
+    /// Their role.
+    pub role: clawden_core::Role,
+    /// When they joined.
+    pub joined_at: UnixMillis,
+}
+
+/// A pending invitation, as its invitee sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invitation {
+    /// Id.
+    pub id: String,
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its name.
+    pub instance_name: String,
+    /// The role offered.
+    pub role: clawden_core::Role,
+    /// When sent.
+    pub created_at: UnixMillis,
+    /// When it lapses.
+    pub expires_at: UnixMillis,
+}
+
+/// A platform admin log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminLogEntry {
+    /// When.
+    pub at: UnixMillis,
+    /// The acting platform admin (none for the operator's command line).
+    pub actor: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// From where.
+    pub ip: Option<String>,
+}

@@ -9,6 +9,25 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use clawden_core::{InstanceId, Principal, Role};
+
+/// A platform admin. For anyone else the route does not exist: 404, never 403.
+#[derive(Debug, Clone)]
+pub struct PlatformAdmin(pub super::Auth);
+
+impl FromRequestParts<AppState> for PlatformAdmin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<super::Auth>() {
+            Some(auth) if auth.user.platform_admin && auth.gateway_instance().is_none() => {
+                Ok(PlatformAdmin(auth.clone()))
+            }
+            _ => {
+                let _ = state;
+                Err(ApiError::not_found())
+            }
+        }
+    }
+}
 use std::collections::HashMap;
 
 /// A member of the instance named in the path.
@@ -57,7 +76,7 @@ impl FromRequestParts<AppState> for InstanceAdmin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let member = Member::from_request_parts(parts, state).await?;
-        if member.role.can_configure() {
+        if crate::permissions::allows(member.role, crate::permissions::Action::Configure) {
             Ok(InstanceAdmin(member))
         } else {
             Err(ApiError::forbidden("forbidden", "only the instance's owners and admins may do this"))
@@ -69,7 +88,7 @@ impl FromRequestParts<AppState> for InstanceOwner {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let member = Member::from_request_parts(parts, state).await?;
-        if member.role == Role::Owner {
+        if crate::permissions::allows(member.role, crate::permissions::Action::Own) {
             Ok(InstanceOwner(member))
         } else {
             Err(ApiError::forbidden("forbidden", "only the instance's owners may do this"))

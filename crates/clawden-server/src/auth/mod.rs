@@ -7,7 +7,7 @@ mod csrf;
 mod instance;
 
 pub use csrf::csrf_token_for;
-pub use instance::{InstanceAdmin, InstanceOwner, Member};
+pub use instance::{InstanceAdmin, InstanceOwner, Member, PlatformAdmin};
 
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;

@@ -1,6 +1,7 @@
 //! The JSON API. Every route is registered through `OpenApiRouter`, so the OpenAPI document
 //! the server serves is generated from the same code that routes requests.
 
+pub mod admin;
 pub mod auth;
 pub mod conversations;
 pub mod gateway;
@@ -9,6 +10,7 @@ pub mod instances;
 pub mod invites;
 pub mod keys;
 pub mod me;
+pub mod members;
 pub mod openai;
 pub mod totp;
 pub mod ws;
@@ -49,7 +51,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(gateway::models))
         .routes(routes!(openai::completions))
         .routes(routes!(instances::list))
-        .routes(routes!(instances::get_one))
+        .routes(routes!(instances::get_one, members::delete_instance))
         .routes(routes!(instances::list_files))
         .routes(routes!(instances::read_file, instances::write_file, instances::delete_file))
         .routes(routes!(instances::usage))
@@ -57,5 +59,15 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::delete_one))
         .routes(routes!(conversations::messages, conversations::send))
         .routes(routes!(ws::ws))
+        .routes(routes!(members::list, members::invite))
+        .routes(routes!(members::set_role, members::remove))
+        .routes(routes!(members::invitations))
+        .routes(routes!(members::accept))
+        .routes(routes!(members::decline))
+        .routes(routes!(admin::users))
+        .routes(routes!(admin::update_user))
+        .routes(routes!(admin::create_invite))
+        .routes(routes!(admin::admin_log))
+        .routes(routes!(admin::config))
         .split_for_parts()
 }

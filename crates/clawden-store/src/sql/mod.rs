@@ -8,6 +8,7 @@ mod agents;
 mod audit;
 mod gateway;
 mod invites;
+mod members;
 mod secrets;
 mod sessions;
 mod totp;

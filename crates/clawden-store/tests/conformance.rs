@@ -324,6 +324,12 @@ async fn data_keys_are_created_once_destroyed_and_rewrapped() {
     }
 }
 
+/// A connection with the database's own login, outside the store (and its row security).
+async fn raw(db: &TestDb) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&db.url).await.unwrap()
+}
+
 fn secret(s: &str) -> secrecy::SecretString {
     secrecy::SecretString::from(s.to_owned())
 }
@@ -344,7 +350,8 @@ async fn credentials_are_sealed_listed_by_last4_and_scoped() {
         use secrecy::ExposeSecret;
         let used = store.use_credential(&Principal::System, a.id, "anthropic").await.unwrap().unwrap();
         assert_eq!(used.expose_secret(), "sk-ant-REPLACED-4321");
-        let raw: Vec<u8> = sqlx::query_scalar("SELECT value FROM credentials").fetch_one(store.pool()).await.unwrap();
+        let raw_pool = raw(&db).await;
+        let raw: Vec<u8> = sqlx::query_scalar("SELECT value FROM credentials").fetch_one(&raw_pool).await.unwrap();
         assert!(!raw.windows(8).any(|w| w == b"REPLACED"), "stored sealed");
         assert!(!store.delete_credential(&me(&b), "anthropic", audit("x", AuditChain::System, None)).await.unwrap());
         assert!(store.delete_credential(&me(&a), "anthropic", ev()).await.unwrap());
@@ -371,11 +378,13 @@ async fn ciphertext_moved_to_another_row_does_not_open() {
             .put_credential(&me(&b), "openai", &secret("sk-b-own-value"), 5, audit("p", AuditChain::System, None))
             .await
             .unwrap();
-        // Copy A's sealed value into B's row, and into A's other row.
+        // Copy A's sealed value into B's row, and into A's other row (as someone with raw
+        // access to the database would).
+        let raw_pool = raw(&db).await;
         let sealed: Vec<u8> =
             sqlx::query_scalar("SELECT value FROM credentials WHERE user_id = $1 AND name = 'openai'")
                 .bind(a.id.to_string())
-                .fetch_one(store.pool())
+                .fetch_one(&raw_pool)
                 .await
                 .unwrap();
         for (user, name) in [(b.id, "openai"), (a.id, "telegram")] {
@@ -383,7 +392,7 @@ async fn ciphertext_moved_to_another_row_does_not_open() {
                 .bind(sealed.clone())
                 .bind(user.to_string())
                 .bind(name)
-                .execute(store.pool())
+                .execute(&raw_pool)
                 .await
                 .unwrap();
         }
@@ -617,4 +626,92 @@ async fn api_keys_are_scoped_to_their_owner() {
         store.close().await;
         db.cleanup().await;
     }
+}
+
+#[tokio::test]
+async fn rls_hides_other_users_rows_from_raw_sql() {
+    // PostgreSQL only: on SQLite the store's principal scoping (the rest of this suite) is the
+    // guard; on PostgreSQL the database enforces the same rules by itself.
+    let Some(url) = clawden_store::testing::postgres_url() else { return };
+    let db = TestDb::postgres(&url).await;
+    let (store, _) = db.open().await;
+    let (a, a_instance) = make_user(&store, "a@example.com").await;
+    let (b, _) = make_user(&store, "b@example.com").await;
+    for u in [&a, &b] {
+        store
+            .put_credential(
+                &me(u),
+                "openai",
+                &secret("sk-rls-test"),
+                5,
+                audit("p", AuditChain::Account(u.id), Some(u.id)),
+            )
+            .await
+            .unwrap();
+        make_session(&store, u.id, if u.id == a.id { 1 } else { 2 }, 10_000).await;
+    }
+    let conv = store.create_conversation(&me(&b), b_instance(&store, &b).await, "b's", 100, 5).await.unwrap();
+    store
+        .append_user_message(&me(&b), conv.id, "{\"role\":\"user\",\"content\":\"b only\"}", "d", 10, 6)
+        .await
+        .unwrap();
+    // The application works as a role that is neither superuser nor BYPASSRLS.
+    let who: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(who, "clawden_app");
+    let bypass: bool = sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!bypass);
+    // A hand-written SELECT * as the app role, acting for A, sees only A's rows.
+    let raw = raw(&db).await;
+    let mut conn = raw.acquire().await.unwrap();
+    sqlx::query("SET ROLE clawden_app").execute(&mut *conn).await.unwrap();
+    let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table}");
+    for table in
+        ["users", "credentials", "sessions", "conversations", "messages", "admin_log", "agent_files", "members"]
+    {
+        let n: i64 = sqlx::query_scalar(&count(table)).fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(n, 0, "{table}: nothing without a principal");
+    }
+    sqlx::query("SELECT set_config('clawden.user_id', $1, false)")
+        .bind(a.id.to_string())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let users: Vec<String> = sqlx::query_scalar("SELECT id FROM users").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!(users, vec![a.id.to_string()]);
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT user_id FROM credentials").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!(owners, vec![a.id.to_string()]);
+    let sessions: Vec<String> = sqlx::query_scalar("SELECT user_id FROM sessions").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!(sessions, vec![a.id.to_string()]);
+    for table in ["conversations", "messages", "admin_log"] {
+        let n: i64 = sqlx::query_scalar(&count(table)).fetch_one(&mut *conn).await.unwrap();
+        assert_eq!(n, 0, "{table}: none of B's rows");
+    }
+    let files: Vec<String> =
+        sqlx::query_scalar("SELECT instance_id FROM agent_files").fetch_all(&mut *conn).await.unwrap();
+    assert!(files.iter().all(|i| *i == a_instance.id.to_string()) && !files.is_empty());
+    // Writes are held to the same rules: A cannot touch B's rows.
+    let changed = sqlx::query("UPDATE credentials SET value = 'x' WHERE user_id = $1")
+        .bind(b.id.to_string())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 0);
+    let forged = sqlx::query("INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, expires_at) VALUES ('s', $1, 'h', 0, 0, 99)")
+        .bind(b.id.to_string())
+        .execute(&mut *conn)
+        .await;
+    assert!(forged.is_err(), "a session for B cannot be planted while acting for A");
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    raw.close().await;
+    store.close().await;
+    db.cleanup().await;
+}
+
+async fn b_instance(store: &SqlStore, b: &User) -> clawden_core::InstanceId {
+    store.memberships(&me(b)).await.unwrap()[0].id
 }

@@ -23,7 +23,7 @@ impl SqlStore {
             sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
                 .bind(instance.to_string())
                 .bind(user.to_string())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn(by).await?)
                 .await?;
         role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
     }
@@ -62,7 +62,7 @@ impl SqlStore {
         )
         .bind(id.to_string())
         .bind(user.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(&Principal::User { user }).await?)
         .await?)
     }
 
@@ -125,7 +125,7 @@ impl AgentStore for SqlStore {
              WHERE m.instance_id = $1 AND m.role = 'owner' ORDER BY m.created_at LIMIT 1",
         )
         .bind(instance.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         tier.map(|t| t.parse::<Tier>().map_err(StoreError::corrupt)).transpose()
     }
@@ -138,7 +138,7 @@ impl AgentStore for SqlStore {
              ORDER BY m.created_at LIMIT 1",
         )
         .bind(instance.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         row.as_ref().map(super::users::user_from_row).transpose()
     }
@@ -147,7 +147,7 @@ impl AgentStore for SqlStore {
         self.require_member(by, instance).await?;
         let rows = sqlx::query("SELECT path, chars, updated_at FROM agent_files WHERE instance_id = $1 ORDER BY path")
             .bind(instance.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn(by).await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -166,7 +166,7 @@ impl AgentStore for SqlStore {
             sqlx::query_scalar("SELECT content FROM agent_files WHERE instance_id = $1 AND path = $2")
                 .bind(instance.to_string())
                 .bind(path)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn(by).await?)
                 .await?;
         let Some(sealed) = sealed else { return Ok(None) };
         let plain = self.open(KeyOwner::Instance(instance), "agent_files", "content", path, &sealed).await?;
@@ -177,7 +177,7 @@ impl AgentStore for SqlStore {
         self.require_member(by, instance).await?;
         let rows = sqlx::query("SELECT path, content FROM agent_files WHERE instance_id = $1 ORDER BY path")
             .bind(instance.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn(by).await?)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -306,7 +306,7 @@ impl AgentStore for SqlStore {
              WHERE c.user_id = $1 ORDER BY c.updated_at DESC, c.id DESC",
         )
         .bind(user.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -373,7 +373,7 @@ impl AgentStore for SqlStore {
         )
         .bind(id.to_string())
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows.iter().rev() {
@@ -480,7 +480,7 @@ impl AgentStore for SqlStore {
         )
         .bind(user.to_string())
         .bind(day)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         let Some(row) = row else { return Ok(DailyUsage::default()) };
         Ok(DailyUsage {

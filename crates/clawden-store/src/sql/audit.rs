@@ -54,7 +54,7 @@ impl AuditStore for SqlStore {
         .bind(user.to_string())
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit.min(500)))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         rows.iter()
             .map(|row| {

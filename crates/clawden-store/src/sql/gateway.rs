@@ -26,7 +26,7 @@ impl GatewayStore for SqlStore {
                 sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
                     .bind(instance.to_string())
                     .bind(user.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn(by).await?)
                     .await?;
             if role.as_deref() != Some(Role::Owner.as_str()) {
                 return Err(StoreError::Forbidden);
@@ -71,7 +71,7 @@ impl GatewayStore for SqlStore {
         )
         .bind(hash.0.to_vec())
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         row.map(|row| Ok((get_parsed(&row, "instance_id")?, user_from_row(&row)?))).transpose()
     }
@@ -89,7 +89,7 @@ impl GatewayStore for SqlStore {
         )
         .bind(made_before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         rows.iter().map(|id| id.parse().map_err(|e| StoreError::corrupt(format!("instance id: {e}")))).collect()
     }

@@ -111,6 +111,36 @@ pub(crate) async fn open_pool(url: &str, max_connections: u32) -> StoreResult<(A
     Ok((pool, backend))
 }
 
+/// The PostgreSQL pool the application uses: every connection works as `clawden_app` (a
+/// role without `BYPASSRLS`) when it logged in as a superuser or a role that bypasses row
+/// security, and forgets the principal it acted for when it goes back to the pool.
+async fn open_app_pool(url: &str, max_connections: u32) -> StoreResult<AnyPool> {
+    let options = sqlx::any::AnyConnectOptions::from_str(url)?;
+    Ok(AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                let privileged: i64 = sqlx::query_scalar(
+                    "SELECT (CASE WHEN rolsuper OR rolbypassrls THEN 1 ELSE 0 END)::bigint FROM pg_roles WHERE rolname = current_user",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                if privileged == 1 {
+                    conn.execute("SET ROLE clawden_app").await?;
+                }
+                Ok(())
+            })
+        })
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("RESET clawden.user_id; RESET clawden.system").await?;
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await?)
+}
+
 /// The SQLite URL for a file, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
@@ -120,10 +150,19 @@ impl SqlStore {
     /// Connects and runs the migrations of the URL's backend.
     pub async fn connect(url: &str, keyring: Arc<crate::Keyring>) -> StoreResult<Self> {
         let (pool, backend) = open_pool(url, 16).await?;
-        match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
-        }
+        let pool = match backend {
+            Backend::Sqlite => {
+                SQLITE_MIGRATIONS.run(&pool).await?;
+                pool
+            }
+            Backend::Postgres => {
+                // Migrations run as the login role (the tables' owner); the application then
+                // works through a pool subject to row-level security.
+                POSTGRES_MIGRATIONS.run(&pool).await?;
+                pool.close().await;
+                open_app_pool(url, 16).await?
+            }
+        };
         Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())), keyring })
     }
 
@@ -138,13 +177,27 @@ impl SqlStore {
     }
 
     /// Starts a write transaction on behalf of `by`.
-    pub(crate) async fn begin(&self, _by: &Principal) -> StoreResult<WriteTx<'_>> {
+    pub(crate) async fn begin(&self, by: &Principal) -> StoreResult<WriteTx<'_>> {
         let guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.lock().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            set_principal(&mut tx, by, true).await?;
+        }
         Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// A connection acting for `by`. On PostgreSQL the principal is set on the session for as
+    /// long as the connection is out of the pool (and reset when it returns), so row-level
+    /// security sees who is asking even if a query forgets to.
+    pub(crate) async fn conn(&self, by: &Principal) -> StoreResult<sqlx::pool::PoolConnection<Any>> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            set_principal(&mut conn, by, false).await?;
+        }
+        Ok(conn)
     }
 
     /// The keyring.
@@ -192,6 +245,18 @@ impl Store for SqlStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Sets the principal row-level security checks: `clawden.user_id` and `clawden.system`,
+/// for the transaction (`local`) or the session.
+async fn set_principal(conn: &mut sqlx::AnyConnection, by: &Principal, local: bool) -> StoreResult<()> {
+    sqlx::query("SELECT set_config('clawden.user_id', $1, $3) AS a, set_config('clawden.system', $2, $3) AS b")
+        .bind(by.user_id().map(|u| u.to_string()).unwrap_or_default())
+        .bind(if by.is_system() { "on" } else { "off" })
+        .bind(local)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Requires the system principal.

@@ -66,7 +66,7 @@ impl SecretStore for SqlStore {
         let rows =
             sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.user_id = $1 ORDER BY k.created_at"))
                 .bind(user.to_string())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn(by).await?)
                 .await?;
         rows.iter().map(api_key_from_row).collect()
     }
@@ -96,7 +96,7 @@ impl SecretStore for SqlStore {
              FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1"
         ))
         .bind(hash.0.to_vec())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         row.map(|row| Ok((api_key_from_row(&row)?, user_from_row(&row)?))).transpose()
     }
@@ -145,7 +145,7 @@ impl SecretStore for SqlStore {
         let user = require_user(by)?;
         let rows = sqlx::query("SELECT name, value, updated_at FROM credentials WHERE user_id = $1 ORDER BY name")
             .bind(user.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn(by).await?)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -181,7 +181,7 @@ impl SecretStore for SqlStore {
         let row = sqlx::query("SELECT value FROM credentials WHERE user_id = $1 AND name = $2")
             .bind(user.to_string())
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn(by).await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("value")?;

@@ -70,7 +70,7 @@ impl SessionStore for SqlStore {
         )
         .bind(hash.0.to_vec())
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn(by).await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let session = Session {
@@ -104,7 +104,7 @@ impl SessionStore for SqlStore {
         )
         .bind(user.to_string())
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         rows.iter().map(session_from_row).collect()
     }

@@ -36,7 +36,7 @@ impl TotpStore for SqlStore {
         }
         let row = sqlx::query("SELECT secret, enabled, last_step FROM totp WHERE user_id = $1")
             .bind(user.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn(by).await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("secret")?;

@@ -115,7 +115,7 @@ impl UserStore for SqlStore {
         require_system(by)?;
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"))
             .bind(normalize_email(email))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn(by).await?)
             .await?;
         row.map(|row| Ok(LoginRecord { user: user_from_row(&row)?, password_hash: get_str(&row, "password_hash")? }))
             .transpose()
@@ -127,7 +127,7 @@ impl UserStore for SqlStore {
         }
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn(by).await?)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -136,7 +136,7 @@ impl UserStore for SqlStore {
         require_system(by)?;
         let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
             .bind(normalize_email(email))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn(by).await?)
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -182,7 +182,7 @@ impl UserStore for SqlStore {
              WHERE m.user_id = $1 ORDER BY i.created_at, i.id",
         )
         .bind(user.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn(by).await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -201,7 +201,7 @@ impl UserStore for SqlStore {
             sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
                 .bind(instance.to_string())
                 .bind(user.to_string())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn(by).await?)
                 .await?;
         role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
     }

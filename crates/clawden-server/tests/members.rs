@@ -300,3 +300,79 @@ async fn permission_matrix() {
     assert!(failures.is_empty(), "{failures:#?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn team_pages_work_as_plain_forms() {
+    let app = TestApp::spawn().await;
+    let owner = person(&app, "owner@example.com").await;
+    let me: Value = owner.client.get(app.at("/api/v1/me")).send().await.unwrap().json().await.unwrap();
+    let instance = me["instances"][0]["id"].as_str().unwrap().to_owned();
+    let guest = person(&app, "guest@example.com").await;
+    // The owner invites through the members page.
+    let page =
+        owner.client.get(app.at(&format!("/agent/{instance}/members"))).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("owner@example.com") && page.contains("Invite someone"));
+    let res = owner
+        .client
+        .post(app.at(&format!("/agent/{instance}/members")))
+        .form(&[("csrf_token", owner.csrf.as_str()), ("email", "guest@example.com"), ("role", "user")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    // The guest accepts on the invitations page.
+    let page = guest.client.get(app.at("/account/invitations")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("as <strong>user</strong>"), "{page}");
+    let pending: Vec<Value> =
+        guest.client.get(app.at("/api/v1/invitations")).send().await.unwrap().json().await.unwrap();
+    let id = pending[0]["id"].as_str().unwrap();
+    let res = guest
+        .client
+        .post(app.at(&format!("/account/invitations/{id}/accept")))
+        .form(&[("csrf_token", guest.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    // A user-role member cannot see the members page; a bad invite code is refused clearly.
+    assert_eq!(guest.client.get(app.at(&format!("/agent/{instance}/members"))).send().await.unwrap().status(), 403);
+    let res = guest
+        .client
+        .post(app.at("/account/redeem"))
+        .form(&[("csrf_token", guest.csrf.as_str()), ("code", "cdi_wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("not valid"));
+    // The admin page does not exist for them.
+    assert_eq!(guest.client.get(app.at("/admin")).send().await.unwrap().status(), 404);
+    // A platform admin makes a code on the admin page; the guest redeems it.
+    let pool = app.raw_pool().await;
+    sqlx::query("UPDATE users SET platform_admin = 1 WHERE id = $1").bind(&owner.id).execute(&pool).await.unwrap();
+    let page = owner
+        .client
+        .post(app.at("/admin/invites"))
+        .form(&[("csrf_token", owner.csrf.as_str()), ("uses", "1")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let code = page.split("id=\"invite-code\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(code.starts_with("cdi_"));
+    let res = guest
+        .client
+        .post(app.at("/account/redeem"))
+        .form(&[("csrf_token", guest.csrf.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let me: Value = guest.client.get(app.at("/api/v1/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["tier"], "invite");
+    let admin_page = owner.client.get(app.at("/admin")).send().await.unwrap().text().await.unwrap();
+    assert!(admin_page.contains("guest@example.com") && admin_page.contains("admin.invite.create"));
+    app.stop().await;
+}

@@ -93,7 +93,14 @@ async fn chat_index(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthe
             }
             div.card {
                 h2 { "Agent files" }
-                ul { @for m in &instances { li { a href={ "/agent/" (m.id) "/files" } { (m.name) } } } }
+                ul {
+                    @for m in &instances {
+                        li {
+                            a href={ "/agent/" (m.id) "/files" } { (m.name) }
+                            @if m.role.can_configure() { " · " a href={ "/agent/" (m.id) "/members" } { "members" } }
+                        }
+                    }
+                }
             }
         },
     );

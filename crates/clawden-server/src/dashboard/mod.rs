@@ -5,6 +5,7 @@
 mod agent;
 mod layout;
 mod security;
+mod team;
 
 use crate::accounts::{self, NewLogin};
 use crate::audit;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/sessions/{id}/revoke", post(revoke_submit))
         .route("/static/app.css", get(stylesheet))
         .merge(agent::routes())
+        .merge(team::routes())
         .merge(security::routes())
 }
 

@@ -30,22 +30,28 @@ pub async fn redeem(
     Authed(auth): Authed,
     ApiJson(req): ApiJson<RedeemRequest>,
 ) -> Result<Json<RedeemBody>, ApiError> {
+    redeem_code(&state, &auth, &req.code).await?;
+    Ok(Json(RedeemBody { tier: clawden_core::Tier::Invite.to_string() }))
+}
+
+/// Spends an invite code for the caller, with failed attempts rate-limited per account.
+pub async fn redeem_code(state: &AppState, auth: &crate::auth::Auth, code: &str) -> Result<(), ApiError> {
     let key = format!("invite:{}", auth.user.id);
     let now = state.now();
     state.limits.invite_redeem.check(&key, now).map_err(ApiError::rate_limited)?;
-    let code = req.code.trim();
+    let code = code.trim();
     if code.is_empty() || code.len() > 200 {
         return Err(ApiError::bad_request("invalid_invite", "the invite code is not valid"));
     }
     let hash = state.keyring.hasher().hash(INVITE_DOMAIN, code);
-    let ev = audit::success(&state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "invite.redeem");
+    let ev = audit::success(state, auth.ip, AuditChain::Account(auth.user.id), Some(auth.user.id), "invite.redeem");
     if state.store.redeem_invite(&auth.principal(), &hash, now, ev).await? {
         state.limits.invite_redeem.reset(&key);
-        Ok(Json(RedeemBody { tier: clawden_core::Tier::Invite.to_string() }))
+        Ok(())
     } else {
         state.limits.invite_redeem.fail(&key, now);
         audit::record_failure(
-            &state,
+            state,
             auth.ip,
             AuditChain::Account(auth.user.id),
             Some(auth.user.id),

@@ -98,18 +98,14 @@ async fn invite_answer_does_not_reveal_accounts() {
 }
 
 #[tokio::test]
-async fn admin_cannot_remove_owner_or_grant_owner() {
+async fn admin_cannot_remove_owner() {
     let app = TestApp::spawn().await;
     let (instance, owner, admin, user) = team(&app).await;
     let base = format!("/api/v1/instances/{instance}/members");
     let res = call(&app, Some(&admin), "DELETE", &format!("{base}/{}", owner.id), None).await;
     assert_eq!(error_code(res).await, (403, "forbidden".into()));
     let res = call(&app, Some(&admin), "PATCH", &format!("{base}/{}", owner.id), Some(json!({"role": "user"}))).await;
-    assert_eq!(res.status(), 403);
-    let res = call(&app, Some(&admin), "PATCH", &format!("{base}/{}", user.id), Some(json!({"role": "owner"}))).await;
-    assert_eq!(error_code(res).await, (403, "forbidden".into()), "admin_cannot_grant_owner");
-    let res = call(&app, Some(&admin), "POST", &base, Some(json!({"email": "x@example.com", "role": "owner"}))).await;
-    assert_eq!(res.status(), 403);
+    assert_eq!(res.status(), 403, "nor demote one");
     // An admin may manage users; a user may manage nobody.
     assert_eq!(
         call(&app, Some(&admin), "PATCH", &format!("{base}/{}", user.id), Some(json!({"role": "admin"})))
@@ -128,7 +124,26 @@ async fn admin_cannot_remove_owner_or_grant_owner() {
 }
 
 #[tokio::test]
-async fn last_owner_cannot_leave_but_can_transfer_ownership() {
+async fn admin_cannot_grant_owner() {
+    let app = TestApp::spawn().await;
+    let (instance, owner, admin, user) = team(&app).await;
+    let base = format!("/api/v1/instances/{instance}/members");
+    let res = call(&app, Some(&admin), "PATCH", &format!("{base}/{}", user.id), Some(json!({"role": "owner"}))).await;
+    assert_eq!(error_code(res).await, (403, "forbidden".into()));
+    let res = call(&app, Some(&admin), "POST", &base, Some(json!({"email": "x@example.com", "role": "owner"}))).await;
+    assert_eq!(res.status(), 403, "nor invite an owner");
+    // The owner can.
+    assert_eq!(
+        call(&app, Some(&owner), "PATCH", &format!("{base}/{}", user.id), Some(json!({"role": "owner"})))
+            .await
+            .status(),
+        204
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn last_owner_cannot_leave() {
     let app = TestApp::spawn().await;
     let (instance, owner, admin, user) = team(&app).await;
     let base = format!("/api/v1/instances/{instance}/members");
@@ -269,6 +284,16 @@ async fn permission_matrix() {
             [204, 204, 403, 404, 404, 401],
         ),
         ("POST", format!("/api/v1/instances/{i}/gateway-token/rotate"), None, [200, 404, 404, 404, 404, 401]),
+        ("GET", "/api/v1/me".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/instances".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/conversations".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/usage".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/credentials".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/api-keys".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/sessions".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/api/v1/invitations".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", "/v1/models".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("POST", "/api/v1/conversations".to_owned(), Some(json!({"instance_id": i})), [201, 201, 201, 404, 404, 401]),
         ("GET", "/api/v1/admin/users".to_owned(), None, [404, 404, 404, 404, 200, 404]),
         ("GET", "/api/v1/admin/config".to_owned(), None, [404, 404, 404, 404, 200, 404]),
         ("GET", "/api/v1/admin/log".to_owned(), None, [404, 404, 404, 404, 200, 404]),

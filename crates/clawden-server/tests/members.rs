@@ -294,6 +294,8 @@ async fn permission_matrix() {
         ("GET", "/api/v1/invitations".to_owned(), None, [200, 200, 200, 200, 200, 401]),
         ("GET", "/v1/models".to_owned(), None, [200, 200, 200, 200, 200, 401]),
         ("POST", "/api/v1/conversations".to_owned(), Some(json!({"instance_id": i})), [201, 201, 201, 404, 404, 401]),
+        ("GET", "/api/v1/audit".to_owned(), None, [200, 200, 200, 200, 200, 401]),
+        ("GET", format!("/api/v1/audit?instance_id={i}"), None, [200, 200, 403, 404, 404, 401]),
         ("GET", "/api/v1/admin/users".to_owned(), None, [404, 404, 404, 404, 200, 404]),
         ("GET", "/api/v1/admin/config".to_owned(), None, [404, 404, 404, 404, 200, 404]),
         ("GET", "/api/v1/admin/log".to_owned(), None, [404, 404, 404, 404, 200, 404]),
@@ -399,5 +401,42 @@ async fn team_pages_work_as_plain_forms() {
     assert_eq!(me["tier"], "invite");
     let admin_page = owner.client.get(app.at("/admin")).send().await.unwrap().text().await.unwrap();
     assert!(admin_page.contains("guest@example.com") && admin_page.contains("admin.invite.create"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn audit_viewer_shows_own_actions_and_the_instance_to_its_admins() {
+    let app = TestApp::spawn().await;
+    let (instance, owner, admin, user) = team(&app).await;
+    let res = call(
+        &app,
+        Some(&owner),
+        "PUT",
+        &format!("/api/v1/instances/{instance}/files/MEMORY.md"),
+        Some(json!("remember")),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let own: Vec<Value> = user.client.get(app.at("/api/v1/audit")).send().await.unwrap().json().await.unwrap();
+    assert!(own.iter().any(|r| r["action"] == "auth.signup" || r["action"] == "auth.login"));
+    assert!(own.iter().all(|r| r["actor"].as_str().is_none_or(|a| a == user.id)), "only the user's own actions");
+    let whole: Vec<Value> = admin
+        .client
+        .get(app.at(&format!("/api/v1/audit?instance_id={instance}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = whole.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert!(
+        actions.contains(&"file.write") && actions.contains(&"member.invite") && actions.contains(&"invitation.accept"),
+        "{actions:?}"
+    );
+    let seqs: Vec<i64> = whole.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    let bad = user.client.get(app.at("/api/v1/audit?limit=abc")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
     app.stop().await;
 }

@@ -140,6 +140,15 @@ pub trait AuditStore: Send + Sync {
         before_seq_at: Option<UnixMillis>,
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Everything recorded in an instance's chain, newest first. Owners and admins only.
+    async fn instance_audit(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        before: Option<UnixMillis>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// API keys and stored credentials (BYOK provider keys, channel tokens).

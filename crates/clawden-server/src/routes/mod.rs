@@ -2,6 +2,7 @@
 //! the server serves is generated from the same code that routes requests.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod conversations;
 pub mod gateway;
@@ -69,5 +70,6 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::create_invite))
         .routes(routes!(admin::admin_log))
         .routes(routes!(admin::config))
+        .routes(routes!(audit::list))
         .split_for_parts()
 }

@@ -56,20 +56,51 @@ impl AuditStore for SqlStore {
         .bind(i64::from(limit.min(500)))
         .fetch_all(&mut *self.conn(by).await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    seq: get_i64(row, "seq")?,
-                    chain: get_str(row, "chain")?,
-                    at: get_i64(row, "at")?,
-                    actor: get_opt_str(row, "actor_user_id")?,
-                    instance_id: get_opt_str(row, "instance_id")?,
-                    action: get_str(row, "action")?,
-                    target: get_str(row, "target")?,
-                    outcome: get_str(row, "outcome")?,
-                    ip: get_opt_str(row, "ip")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_from_row).collect()
     }
+
+    async fn instance_audit(
+        &self,
+        by: &Principal,
+        instance: clawden_core::InstanceId,
+        before: Option<UnixMillis>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let user = require_user(by)?;
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
+                .bind(instance.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut *self.conn(by).await?)
+                .await?;
+        match role.as_deref() {
+            Some("owner") | Some("admin") => {}
+            Some(_) => return Err(crate::StoreError::Forbidden),
+            None => return Err(crate::StoreError::NotFound),
+        }
+        let rows = sqlx::query(
+            "SELECT seq, chain, at, actor_user_id, instance_id, action, target, outcome, ip FROM audit_log
+             WHERE chain = $1 AND at < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(format!("instance:{instance}"))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit.min(500)))
+        .fetch_all(&mut *self.conn(by).await?)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+}
+
+fn record_from_row(row: &sqlx::any::AnyRow) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        seq: get_i64(row, "seq")?,
+        chain: get_str(row, "chain")?,
+        at: get_i64(row, "at")?,
+        actor: get_opt_str(row, "actor_user_id")?,
+        instance_id: get_opt_str(row, "instance_id")?,
+        action: get_str(row, "action")?,
+        target: get_str(row, "target")?,
+        outcome: get_str(row, "outcome")?,
+        ip: get_opt_str(row, "ip")?,
+    })
 }

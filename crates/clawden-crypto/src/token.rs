@@ -93,6 +93,15 @@ impl KeyedHasher {
         TokenHash(mac.finalize().into_bytes().into())
     }
 
+    /// The raw keyed MAC of `value` within `domain`.
+    pub fn mac(&self, domain: &str, value: &[u8]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(self.pepper.as_slice()).expect("HMAC takes any key length");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A short keyed tag (base32) for values derived from a secret, such as CSRF tokens.
     pub fn tag(&self, domain: &str, value: &[u8]) -> String {
         let mut mac = HmacSha256::new_from_slice(self.pepper.as_slice()).expect("HMAC takes any key length");
@@ -101,6 +110,11 @@ impl KeyedHasher {
         mac.update(value);
         BASE32_NOPAD.encode(&mac.finalize().into_bytes()).to_ascii_lowercase()
     }
+}
+
+/// Compares two byte strings in constant time.
+pub fn ct_bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
 /// Compares two strings in constant time (for secrets of the same expected length).

@@ -174,7 +174,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes storage.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LaunchError> {
         let app = router(self.state.clone());
-        let jobs = tokio::spawn(background_jobs(self.state.clone()));
+        let jobs = tokio::spawn(background_jobs(self.state.clone(), self.sql.clone()));
         let served = match self.tls {
             None => {
                 let listener = tokio::net::TcpListener::from_std(self.listener)?;
@@ -213,11 +213,14 @@ pub async fn launch(
     server.run(shutdown).await
 }
 
-/// Periodic housekeeping: expired sessions, due gateway-token rotations.
-async fn background_jobs(state: AppState) {
+/// Periodic housekeeping: audit chaining, expired sessions, due gateway-token rotations.
+async fn background_jobs(state: AppState, sql: Arc<SqlStore>) {
     let mut tick = tokio::time::interval(state.settings.housekeeping_every);
     loop {
         tick.tick().await;
+        if let Err(err) = sql.chain_audit(state.now()).await {
+            tracing::error!(error = %err, "chaining audit records failed");
+        }
         match gateway::rotate_due(&state).await {
             Ok(n) if n > 0 => tracing::info!(gateway_tokens.rotated = n, "rotated gateway tokens"),
             Ok(_) => {}

@@ -14,6 +14,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
 const PEPPER_OWNER: &str = "server:pepper";
+const AUDIT_OWNER: &str = "server:audit";
 const CACHE_LIMIT: usize = 20_000;
 
 /// Whose data a key protects.
@@ -93,6 +94,22 @@ impl Keyring {
     /// The keyed hasher for tokens.
     pub fn hasher(&self) -> &KeyedHasher {
         &self.hasher
+    }
+
+    /// The keyed MAC for audit chains, under a key of its own (created on first use).
+    pub async fn audit_mac(&self, now: i64) -> StoreResult<KeyedHasher> {
+        if let Some(dek) = self.cached(AUDIT_OWNER) {
+            return Ok(KeyedHasher::new(*dek.key()));
+        }
+        let master = self.master()?;
+        if self.keys.get(AUDIT_OWNER).await?.is_none() {
+            let fresh = Dek::generate();
+            self.keys.insert_if_absent(AUDIT_OWNER, &fresh.wrap(&master, AUDIT_OWNER), now).await?;
+        }
+        let stored = self.keys.get(AUDIT_OWNER).await?.ok_or(StoreError::NotFound)?;
+        let dek = Dek::unwrap_from(&stored, &master, AUDIT_OWNER)?;
+        self.remember(AUDIT_OWNER.to_owned(), dek.clone());
+        Ok(KeyedHasher::new(*dek.key()))
     }
 
     /// The key store.

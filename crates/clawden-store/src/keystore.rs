@@ -144,6 +144,37 @@ impl KeyStore {
             .collect()
     }
 
+    /// The recorded head of every audit chain: (chain, seq, mac).
+    pub async fn audit_heads(&self) -> StoreResult<Vec<(String, i64, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT chain, seq, mac FROM audit_heads").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("chain")?, r.try_get("seq")?, r.try_get("mac")?))).collect()
+    }
+
+    /// Moves chains' heads forward (never backwards).
+    pub async fn advance_audit_heads(&self, heads: &[(String, i64, Vec<u8>)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (chain, seq, mac) in heads {
+            sqlx::query(
+                "INSERT INTO audit_heads (chain, seq, mac) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac
+                 WHERE audit_heads.seq < excluded.seq",
+            )
+            .bind(chain)
+            .bind(*seq)
+            .bind(mac.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a chain's head (its records were deleted with their instance or account).
+    pub async fn drop_audit_head(&self, chain: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM audit_heads WHERE chain = $1").bind(chain).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

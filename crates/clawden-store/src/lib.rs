@@ -18,7 +18,7 @@ pub use error::StoreError;
 pub use keyring::Keyring;
 pub use keystore::KeyStore;
 pub use model::*;
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, ChainBreak, SqlStore};
 
 use async_trait::async_trait;
 use clawden_core::{ApiKeyId, ConversationId, InstanceId, Principal, Role, SessionId, UnixMillis, UserId};

@@ -521,7 +521,16 @@ async fn backup(db: &TestDb, store: &SqlStore, keyring: &Keyring) -> String {
             keyring.key_store().close().await;
             let admin = clawden_store::testing::postgres_url().unwrap();
             let pool = sqlx::AnyPool::connect(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {source}")).execute(&pool).await.unwrap();
+            // A closed pool's server sessions can take a moment to end: retry, bounded.
+            let mut created = false;
+            for _ in 0..50 {
+                if sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {source}")).execute(&pool).await.is_ok() {
+                    created = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(created, "copying the database as a backup");
             pool.close().await;
             clawden_store::testing::replace_db_name(&db.url, &name)
         }
@@ -714,4 +723,77 @@ async fn rls_hides_other_users_rows_from_raw_sql() {
 
 async fn b_instance(store: &SqlStore, b: &User) -> clawden_core::InstanceId {
     store.memberships(&me(b)).await.unwrap()[0].id
+}
+
+/// A chain of five records on A's account, chained.
+async fn chained(store: &SqlStore) -> (User, String) {
+    let (a, _) = make_user(store, "chain@example.com").await;
+    for i in 0..4 {
+        store.record(audit(&format!("test.{i}"), AuditChain::Account(a.id), Some(a.id))).await.unwrap();
+    }
+    assert!(store.chain_audit(0).await.unwrap() >= 5);
+    assert_eq!(store.verify_audit(None, 0).await.unwrap(), None, "an intact log verifies");
+    (a.clone(), format!("account:{}", a.id))
+}
+
+#[tokio::test]
+async fn editing_an_audit_row_is_detected_by_verify() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (_, chain) = chained(&store).await;
+        let raw_pool = raw(&db).await;
+        sqlx::query("UPDATE audit_log SET outcome = 'failure' WHERE chain = $1 AND seq = 3")
+            .bind(&chain)
+            .execute(&raw_pool)
+            .await
+            .unwrap();
+        let broken = store.verify_audit(None, 0).await.unwrap().expect("detected");
+        assert_eq!((broken.chain.as_str(), broken.seq), (chain.as_str(), 3), "{:?}", db.backend);
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_last_record_is_detected() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (_, chain) = chained(&store).await;
+        let raw_pool = raw(&db).await;
+        sqlx::query("DELETE FROM audit_log WHERE chain = $1 AND seq = 5")
+            .bind(&chain)
+            .execute(&raw_pool)
+            .await
+            .unwrap();
+        let broken = store.verify_audit(Some(&chain), 0).await.unwrap().expect("detected");
+        assert_eq!(broken.seq, 5, "{:?}", db.backend);
+        assert!(broken.reason.contains("cut"), "{}", broken.reason);
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_or_reordering_a_middle_record_is_detected() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (_, chain) = chained(&store).await;
+        let raw_pool = raw(&db).await;
+        // Swap the contents of records 2 and 3 (a reordering that keeps the numbers).
+        sqlx::query("UPDATE audit_log SET action = CASE seq WHEN 2 THEN 'test.1' ELSE 'test.0' END WHERE chain = $1 AND seq IN (2, 3)")
+            .bind(&chain)
+            .execute(&raw_pool)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_audit(None, 0).await.unwrap().expect("reorder detected").seq, 2);
+        sqlx::query("DELETE FROM audit_log WHERE chain = $1 AND seq = 4")
+            .bind(&chain)
+            .execute(&raw_pool)
+            .await
+            .unwrap();
+        let broken = store.verify_audit(None, 0).await.unwrap().expect("detected");
+        assert!(broken.seq <= 4, "{broken:?}");
+        store.close().await;
+        db.cleanup().await;
+    }
 }

@@ -2,6 +2,7 @@
 //! and `--config`, and reads the same settings from `CLAWDEN_*` variables.
 
 mod admin;
+mod audit_cmd;
 mod sandbox_cmd;
 
 use anyhow::Context;
@@ -37,6 +38,9 @@ enum Command {
     /// Master key management.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
     /// Run commands in a member's sandbox.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
@@ -135,6 +139,13 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve(cli.settings(Some(args))?).await,
             Command::Admin(cmd) => admin::run_admin(cmd, cli.settings(None)?).await,
             Command::Keys(cmd) => admin::run_keys(cmd, cli.settings(None)?).await,
+            Command::Audit(cmd) => {
+                let code = audit_cmd::run(cmd, cli.settings(None)?).await?;
+                if code != 0 {
+                    std::process::exit(i32::from(code));
+                }
+                Ok(())
+            }
             Command::Sandbox(cmd) => {
                 // The command's own exit code (124 timeout, 137 memory kill) is ours.
                 let code = sandbox_cmd::run(cmd, cli.settings(None)?).await?;

@@ -112,3 +112,33 @@ fn key_rotation_rewraps_and_retires_old_versions() {
     let out = clawden(dir.path()).args(["admin", "create-invite"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn audit_verify_detects_an_edited_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut create = clawden(dir.path());
+    create.args(["admin", "create-user", "--email", "audited@example.com"]);
+    assert!(with_stdin(create, "orchid-window-falls\n").status.success());
+    let out = clawden(dir.path()).args(["admin", "create-invite"]).output().unwrap();
+    assert!(out.status.success());
+    let out = clawden(dir.path()).args(["audit", "verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    // Someone with the database file rewrites what happened.
+    let conn = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c = sqlite3.connect('{}'); c.execute(\"UPDATE audit_log SET action = 'nothing.happened' WHERE seq = 1\"); c.commit()",
+            dir.path().join("clawden.db").display()
+        ))
+        .status();
+    if !conn.map(|s| s.success()).unwrap_or(false) {
+        assert!(std::env::var("CI").is_err(), "python3 with sqlite3 is needed under CI");
+        eprintln!("skipped: the tampering step needs python3");
+        return;
+    }
+    let out = clawden(dir.path()).args(["audit", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("broken at record 1"), "{text}");
+}

@@ -105,3 +105,6 @@ CREATE POLICY remove_with_instance ON audit_log FOR DELETE USING (
 ALTER TABLE admin_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE admin_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY system_only ON admin_log USING (clawden_system());
+
+-- Only the server chains audit records (fills in their MAC).
+CREATE POLICY chain_by_system ON audit_log FOR UPDATE USING (clawden_system());

@@ -271,6 +271,7 @@ impl MemberStore for SqlStore {
         audit.target = chain;
         insert_audit(&mut tx.tx, &audit).await?;
         tx.commit().await?;
+        self.keyring.key_store().drop_audit_head(&format!("instance:{instance}")).await?;
         self.keyring.destroy(crate::KeyOwner::Instance(instance)).await?;
         Ok(())
     }

@@ -6,6 +6,8 @@
 
 mod agents;
 mod audit;
+mod chain;
+pub use chain::ChainBreak;
 mod gateway;
 mod invites;
 mod members;

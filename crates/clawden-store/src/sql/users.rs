@@ -227,8 +227,22 @@ impl UserStore for SqlStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // The account's own chain goes with it (records about it in instances' chains keep
+        // only its opaque id); so do the chains of the instances deleted with it.
+        let mut chains = vec![format!("account:{user}")];
+        chains.extend(sole.iter().map(|i| format!("instance:{i}")));
+        for chain in &chains {
+            sqlx::query("DELETE FROM audit_log WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;
+            sqlx::query("DELETE FROM audit_sequences WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;
+        }
+        // The deletion itself is recorded where it outlives the account.
+        let mut audit = audit;
+        audit.chain = crate::AuditChain::System;
         insert_audit(&mut tx.tx, &audit).await?;
         tx.commit().await?;
+        for chain in &chains {
+            self.keyring.key_store().drop_audit_head(chain).await?;
+        }
         // Crypto-shredding: with the keys gone, the rows in every older backup stay sealed.
         self.keyring.destroy(crate::KeyOwner::User(user)).await?;
         for instance in sole {

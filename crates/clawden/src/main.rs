@@ -88,28 +88,35 @@ fn init_tracing() {
         .init();
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a SIGTERM right after `listening on` still shuts down gracefully.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let shutdown = shutdown_signal();
     let server = clawden_server::Server::build(settings, listener).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(())
 }
 

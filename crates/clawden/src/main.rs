@@ -3,6 +3,7 @@
 
 mod admin;
 mod sandbox_cmd;
+mod security_audit;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,19 @@ enum Command {
     /// Run commands in a member's sandbox.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
+    /// Check the configuration, key and data file permissions, and this kernel's sandbox
+    /// support; exits 2 when a finding is critical.
+    SecurityAudit(AuditArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The serve options to audit, as `clawden serve` would get them.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -145,6 +159,10 @@ fn main() -> std::process::ExitCode {
             Command::Sandbox(cmd) => {
                 // The command's own exit code (124 timeout, 137 memory kill) is ours.
                 let code = sandbox_cmd::run(cmd, cli.settings(None)?).await?;
+                std::process::exit(code)
+            }
+            Command::SecurityAudit(args) => {
+                let code = security_audit::run(&cli.settings(Some(&args.serve))?, args.json)?;
                 std::process::exit(code)
             }
         }

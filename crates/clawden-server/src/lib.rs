@@ -5,6 +5,7 @@
 //! bind port 0 and never sleep waiting for a server.
 
 pub mod accounts;
+pub mod admin_socket;
 pub mod audit;
 pub mod auth;
 pub mod chat;
@@ -17,6 +18,7 @@ pub mod middleware;
 pub mod permissions;
 pub mod redact;
 pub mod routes;
+pub mod sandbox;
 pub mod settings;
 pub mod state;
 pub mod tls;
@@ -60,6 +62,9 @@ pub enum LaunchError {
     /// TLS material.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The local admin socket.
+    #[error("admin socket: {0}")]
+    AdminSocket(std::io::Error),
     /// Serving.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
@@ -108,6 +113,7 @@ pub struct Server {
     listener: std::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     sql: Arc<SqlStore>,
+    admin: Option<admin_socket::AdminSocket>,
 }
 
 impl Server {
@@ -137,6 +143,19 @@ impl Server {
             chat::runtime_settings(&settings),
         );
         let chat_limits = chat::ChatLimits::new(&settings, clock.clone());
+        let (sandbox, sandbox_unavailable) = match sandbox::build_manager(&settings, keyring.clone(), clock.clone()) {
+            Ok(manager) => (Some(manager), None),
+            Err(why) => {
+                tracing::warn!(reason = %why, "no sandboxes: invite-tier tools are unavailable");
+                (None, Some(Arc::<str>::from(why)))
+            }
+        };
+        // Bound before `listening on` is printed, so a `clawden sandbox exec` right after finds it.
+        let admin = if settings.sandbox.admin_socket {
+            Some(admin_socket::AdminSocket::bind(&settings.admin_socket_path()).map_err(LaunchError::AdminSocket)?)
+        } else {
+            None
+        };
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -147,9 +166,11 @@ impl Server {
             notices: gateway::TokenNotices::default(),
             runtime: Arc::new(runtime),
             chat: Arc::new(chat_limits),
+            sandbox,
+            sandbox_unavailable,
         };
         listener.set_nonblocking(true)?;
-        Ok(Self { state, listener, tls, sql })
+        Ok(Self { state, listener, tls, sql, admin })
     }
 
     /// The address it listens on.
@@ -175,6 +196,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), LaunchError> {
         let app = router(self.state.clone());
         let jobs = tokio::spawn(background_jobs(self.state.clone(), self.sql.clone()));
+        let reaper = self.state.sandbox.as_ref().map(|m| m.spawn_reaper());
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = self.admin.map(|socket| {
+            tokio::spawn(socket.serve(self.state.clone(), async {
+                let _ = admin_stopped.await;
+            }))
+        });
         let served = match self.tls {
             None => {
                 let listener = tokio::net::TcpListener::from_std(self.listener)?;
@@ -196,6 +224,20 @@ impl Server {
             }
         };
         jobs.abort();
+        // The admin socket first (its connections end and the file goes), then every sandbox
+        // is stopped and its workspace sealed, before storage closes.
+        let _ = admin_stop.send(());
+        if let Some(task) = admin {
+            let _ = task.await;
+        }
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
+        if let Some(manager) = &self.state.sandbox {
+            if let Err(err) = manager.stop_all().await {
+                tracing::error!(error = %err, "stopping and sealing the sandboxes at shutdown failed");
+            }
+        }
         self.sql.close().await;
         self.state.keyring.key_store().close().await;
         served.map_err(LaunchError::from)

@@ -82,6 +82,94 @@ pub struct Settings {
     pub openai_base_url: Option<String>,
     /// Chat limits.
     pub chat: ChatSettings,
+    /// Sandboxes of invite-tier instances.
+    pub sandbox: SandboxSettings,
+}
+
+/// Sandboxes (DESIGN.md invariant 5): lifecycle, limits, the local admin socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Run a sandbox manager at all. Off, or when the kernel lacks the isolation, invite-tier
+    /// tools are unavailable (fail closed) and chat still works.
+    pub enabled: bool,
+    /// A sandbox with no exec for this long is stopped and its workspace sealed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often idle sandboxes are looked for.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Sandboxes running at once; the least recently used idle one stops to make room.
+    pub max_running: usize,
+    /// Memory of one sandbox in MiB (page cache and `/tmp` included).
+    pub memory_mib: u64,
+    /// Processes and threads in one sandbox.
+    pub pids: u32,
+    /// CPU of one sandbox in thousandths of a core.
+    pub cpu_millicores: u32,
+    /// Default wall-clock limit of one exec.
+    #[serde(with = "humantime_serde")]
+    pub exec_timeout: Duration,
+    /// Longest wall-clock limit an exec may ask for (the CLI's `--timeout` included).
+    #[serde(with = "humantime_serde")]
+    pub max_exec_timeout: Duration,
+    /// Workspace quota of one sandbox in MiB (writes past it fail with `ENOSPC`).
+    pub workspace_quota_mib: u64,
+    /// Size of the private `/tmp` in MiB (counts against the memory limit).
+    pub tmp_mib: u64,
+    /// Refuse to start sandboxes on a kernel without Landlock.
+    pub require_landlock: bool,
+    /// Listen on `<data dir>/admin.sock` (0600, own uid only) for `clawden sandbox exec`.
+    pub admin_socket: bool,
+    /// A client of the admin socket must send its request within this time.
+    #[serde(with = "humantime_serde")]
+    pub admin_request_timeout: Duration,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout: Duration::from_secs(600),
+            reap_interval: Duration::from_secs(30),
+            max_running: 50,
+            memory_mib: 512,
+            pids: 256,
+            cpu_millicores: 1000,
+            exec_timeout: Duration::from_secs(30),
+            max_exec_timeout: Duration::from_secs(3600),
+            workspace_quota_mib: 1024,
+            tmp_mib: 64,
+            require_landlock: false,
+            admin_socket: true,
+            admin_request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SandboxSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |what: &str| Err(SettingsError::Insecure(format!("sandbox.{what}")));
+        if self.idle_timeout.is_zero() || self.reap_interval.is_zero() {
+            return bad("idle_timeout and sandbox.reap_interval must be non-zero");
+        }
+        if self.exec_timeout.is_zero() || self.max_exec_timeout < self.exec_timeout {
+            return bad("exec_timeout must be non-zero and at most sandbox.max_exec_timeout");
+        }
+        if self.admin_request_timeout.is_zero() {
+            return bad("admin_request_timeout must be non-zero");
+        }
+        if self.max_running == 0 {
+            return bad("max_running must be at least 1");
+        }
+        if self.memory_mib < 32 || self.pids < 16 || self.cpu_millicores < 10 {
+            return bad("memory_mib must be at least 32, pids at least 16, cpu_millicores at least 10");
+        }
+        if self.workspace_quota_mib < 8 || self.tmp_mib == 0 || self.tmp_mib >= self.memory_mib {
+            return bad("workspace_quota_mib must be at least 8, and tmp_mib non-zero and below memory_mib");
+        }
+        Ok(())
+    }
 }
 
 /// Limits on chatting.
@@ -227,6 +315,7 @@ impl Default for Settings {
             anthropic_base_url: None,
             openai_base_url: None,
             chat: ChatSettings::default(),
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -346,6 +435,7 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return Err(SettingsError::Insecure("max_body_bytes must be at least 1024".into()));
         }
+        self.sandbox.validate()?;
         Ok(())
     }
 
@@ -395,6 +485,11 @@ impl Settings {
     /// The master key file path.
     pub fn master_key_path(&self) -> PathBuf {
         self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// The local admin socket of a running server (`<data dir>/admin.sock`).
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
     }
 }
 

@@ -30,6 +30,11 @@ pub struct AppState {
     pub runtime: Arc<clawden_agent::runtime::Runtime>,
     /// Per-user chat limits kept in the server.
     pub chat: Arc<crate::chat::ChatLimits>,
+    /// The sandbox manager; `None` when the kernel lacks the isolation or sandboxes are off
+    /// (invite-tier tools are then unavailable, never run on the host).
+    pub sandbox: Option<Arc<clawden_sandbox::SandboxManager>>,
+    /// Why there is no sandbox manager, for operators.
+    pub sandbox_unavailable: Option<Arc<str>>,
 }
 
 impl AppState {

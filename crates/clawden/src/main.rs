@@ -4,6 +4,7 @@
 mod admin;
 mod audit_cmd;
 mod sandbox_cmd;
+mod security_audit;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -44,6 +45,19 @@ enum Command {
     /// Run commands in a member's sandbox.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
+    /// Check the configuration, key and data file permissions, and this kernel's sandbox
+    /// support; exits 2 when a finding is critical.
+    SecurityAudit(AuditArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The serve options to audit, as `clawden serve` would get them.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,28 +106,35 @@ fn init_tracing() {
         .init();
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a SIGTERM right after `listening on` still shuts down gracefully.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let shutdown = shutdown_signal();
     let server = clawden_server::Server::build(settings, listener).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", server.url())?;
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(())
 }
 
@@ -149,6 +170,10 @@ fn main() -> std::process::ExitCode {
             Command::Sandbox(cmd) => {
                 // The command's own exit code (124 timeout, 137 memory kill) is ours.
                 let code = sandbox_cmd::run(cmd, cli.settings(None)?).await?;
+                std::process::exit(code)
+            }
+            Command::SecurityAudit(args) => {
+                let code = security_audit::run(&cli.settings(Some(&args.serve))?, args.json)?;
                 std::process::exit(code)
             }
         }

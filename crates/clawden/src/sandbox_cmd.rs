@@ -1,21 +1,21 @@
 //! `clawden sandbox exec`: run a command in an instance member's sandbox.
 //!
-//! This is the one-shot path for when no server runs on the data dir: open the store, check the
-//! member and the tier, start the sandbox (unsealing its workspace), run, stop and seal. With a
-//! server running, the command will go through the server's admin socket instead (not built yet:
-//! it arrives with the server-side manager); meanwhile the volume lock makes a second process
+//! With a server running on the data dir, the command goes through its local admin socket and
+//! runs in the member's warm sandbox held by the server's manager (the server makes the checks).
+//! Without one, the one-shot path: open the store, check the member and the tier, start the
+//! sandbox (unsealing its workspace), run, stop and seal. The volume lock makes a second process
 //! fail cleanly instead of mounting a volume twice.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Subcommand;
-use clawden_core::{Clock, InstanceId, Principal, SystemClock, Tier};
+use clawden_core::{InstanceId, Principal, SystemClock, Tier};
 use clawden_sandbox::{
-    BackendConfig, EgressEvent, EgressPolicy, EgressProxy, EgressReporter, ExecRequest, ExecStdio, LocalSandboxes,
-    ManagerSettings, SandboxKey, SandboxManager, StopReason, WorkspaceKey, WorkspaceKeyFuture, WorkspaceKeys,
-    WorkspaceStorage,
+    EgressEvent, EgressPolicy, EgressProxy, EgressReporter, ExecRequest, ExecStdio, LocalSandboxes, SandboxManager,
+    StopReason,
 };
-use clawden_server::Settings;
-use clawden_store::{AgentStore, KeyOwner, Keyring, Store, UserStore};
+use clawden_server::admin_socket::{self, ExecCall};
+use clawden_server::{sandbox, Settings};
+use clawden_store::{AgentStore, Store};
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,59 +43,43 @@ pub struct ExecArgs {
     command: Vec<OsString>,
 }
 
-/// Workspace keys from the keyring: the instance's data key.
-struct InstanceDeks(Arc<Keyring>);
-
-impl WorkspaceKeys for InstanceDeks {
-    fn workspace_key<'a>(&'a self, key: &'a SandboxKey) -> WorkspaceKeyFuture<'a> {
-        Box::pin(async move {
-            let dek = self
-                .0
-                .dek(KeyOwner::Instance(key.instance), SystemClock.now_millis())
-                .await
-                .map_err(|e| clawden_sandbox::Error::WorkspaceKey(Box::new(e)))?;
-            Ok(WorkspaceKey::new(*dek.key()))
-        })
-    }
-}
-
 /// Runs the command; returns the exit code the process should end with.
 pub async fn run(cmd: &SandboxCommand, settings: Settings) -> anyhow::Result<i32> {
     let SandboxCommand::Exec(args) = cmd;
+    let socket = settings.admin_socket_path();
+    if let Some(stream) = admin_socket::client::connect(&socket).await? {
+        return through_server(stream, args).await;
+    }
+    one_shot(args, settings).await
+}
+
+/// A server runs on this data dir: its manager runs the command in the member's warm sandbox.
+async fn through_server(stream: tokio::net::UnixStream, args: &ExecArgs) -> anyhow::Result<i32> {
+    let argv = args
+        .command
+        .iter()
+        .map(|a| a.to_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .context("through a running server's admin socket the command and its arguments must be UTF-8")?;
+    let call = ExecCall { instance: args.instance, user: args.user.clone(), timeout: args.timeout, argv };
+    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    tokio::select! {
+        code = admin_socket::client::exec(stream, call, &mut stdout, &mut stderr) => Ok(code?),
+        // Closing the connection closes the command's output pipes; its timeout bounds the rest.
+        _ = tokio::signal::ctrl_c() => Ok(130),
+    }
+}
+
+/// No server: start the sandbox (unsealing its workspace), run, stop and seal.
+async fn one_shot(args: &ExecArgs, settings: Settings) -> anyhow::Result<i32> {
     let (store, keyring) = clawden_server::open_storage(&settings, &SystemClock).await?;
-    let user = match &args.user {
-        Some(email) => store
-            .user_by_email(&Principal::System, email)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no user with that email"))?,
-        None => store
-            .instance_owner(&Principal::System, args.instance)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no instance {}", args.instance))?,
-    };
-    store
-        .role_in(&Principal::User { user: user.id }, args.instance)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("{} is not a member of instance {}", user.email, args.instance))?;
     // An instance's tier is its owner's tier: the same check the agent makes before any tool.
     let tier = store.instance_tier(&Principal::System, args.instance).await?.unwrap_or(Tier::Base);
-    if tier == Tier::Base {
-        bail!(
-            "instance {} is on the base tier: it has no sandbox and no tools (redeem an invite to upgrade)",
-            args.instance
-        );
-    }
-    if user.disabled {
-        bail!("the account {} is disabled", user.email);
-    }
+    let key = sandbox::authorize_exec(store.as_ref(), args.instance, args.user.as_deref(), tier).await?;
     store.ping().await?;
 
-    let sandbox_dir = settings.data_dir.join("sandbox");
-    let helper = std::env::current_exe().context("finding the clawden executable")?;
-    let backend = LocalSandboxes::new(BackendConfig::new(helper, sandbox_dir.join("state")))
+    let backend = LocalSandboxes::new(sandbox::backend_config(&settings).map_err(anyhow::Error::msg)?)
         .context("the sandbox is unavailable on this machine (invite-tier tools stay off)")?;
-    let mut manager_settings = ManagerSettings::new(sandbox_dir.join("volumes"));
-    manager_settings.storage = WorkspaceStorage::QuotaImage;
     let reporter: EgressReporter = Arc::new(|e: &EgressEvent| {
         eprintln!(
             "clawden: egress {} {}:{}{}",
@@ -107,11 +91,10 @@ pub async fn run(cmd: &SandboxCommand, settings: Settings) -> anyhow::Result<i32
     });
     let manager = SandboxManager::new(
         Arc::new(backend),
-        Arc::new(InstanceDeks(keyring)),
+        Arc::new(sandbox::InstanceDeks::new(keyring, Arc::new(SystemClock))),
         Some(EgressProxy::new(Some(reporter))),
-        manager_settings,
+        sandbox::manager_settings(&settings),
     );
-    let key = SandboxKey { instance: args.instance, member: user.id };
     let mut request = ExecRequest::new(args.command.iter().cloned()).with_timeout(args.timeout);
     request.stdin = ExecStdio::Inherit;
     request.stdout = ExecStdio::Inherit;
@@ -128,6 +111,7 @@ pub async fn run(cmd: &SandboxCommand, settings: Settings) -> anyhow::Result<i32
     };
     // Stop and seal whatever happened; a sealing failure is an error even if the command worked.
     let stopped = manager.stop(&key, StopReason::Requested).await;
+    sandbox::record_operator_exec(store.as_ref(), &SystemClock, &key, outcome.as_ref().ok().copied()).await;
     let code = outcome.context("running the command in the sandbox")?;
     stopped.context("stopping and sealing the sandbox")?;
     Ok(code)

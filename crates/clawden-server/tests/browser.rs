@@ -142,9 +142,17 @@ async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
 }
 
 async fn wait_for(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-    match c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await {
-        Ok(el) => el,
-        Err(_) => panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default()),
+    // Polls (bounded at 10 s): while a form post navigates, the driver can answer a lookup
+    // with a transient error instead of "not found yet".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            return el;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -153,9 +153,8 @@ impl SqlStore {
             let broken =
                 |seq: i64, reason: &str| Ok(Some(ChainBreak { chain: chain.clone(), seq, reason: reason.to_owned() }));
             let mut prev = GENESIS.to_vec();
-            let mut expected = 1;
             let mut last_chained = 0;
-            for row in &rows {
+            for (expected, row) in (1_i64..).zip(rows.iter()) {
                 let seq = get_i64(row, "seq")?;
                 if seq != expected {
                     return broken(expected, "a record is missing (deleted or reordered)");
@@ -171,7 +170,6 @@ impl SqlStore {
                 }
                 prev = stored;
                 last_chained = seq;
-                expected += 1;
             }
             if let Some((head_seq, head_mac)) = heads.get(&chain) {
                 if last_chained < *head_seq {

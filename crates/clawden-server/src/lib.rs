@@ -263,6 +263,14 @@ async fn background_jobs(state: AppState, sql: Arc<SqlStore>) {
         if let Err(err) = sql.chain_audit(state.now()).await {
             tracing::error!(error = %err, "chaining audit records failed");
         }
+        let retention = i64::try_from(state.settings.audit_retention.as_millis()).unwrap_or(i64::MAX);
+        if retention > 0 {
+            match sql.apply_audit_retention(state.now().saturating_sub(retention), state.now()).await {
+                Ok(n) if n > 0 => tracing::info!(audit.removed = n, "audit retention"),
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "audit retention failed"),
+            }
+        }
         match gateway::rotate_due(&state).await {
             Ok(n) if n > 0 => tracing::info!(gateway_tokens.rotated = n, "rotated gateway tokens"),
             Ok(_) => {}

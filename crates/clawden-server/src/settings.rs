@@ -66,6 +66,10 @@ pub struct Settings {
     /// How often background housekeeping runs (session purge, due token rotations).
     #[serde(with = "humantime_serde")]
     pub housekeeping_every: Duration,
+    /// Audit records older than this are removed (each chain stays verifiable through its
+    /// checkpoint); `0s` keeps them forever. Conversations are never removed by it.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
     /// `demo`, `anthropic` or `openai`; default: the first with a key configured, else `demo`.
     pub provider: Option<String>,
     /// The provider's model; default per provider.
@@ -308,6 +312,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             gateway: GatewaySettings::default(),
             housekeeping_every: Duration::from_secs(60),
+            audit_retention: Duration::from_secs(30 * 24 * 3600),
             provider: None,
             model: None,
             anthropic_api_key: None,

@@ -169,9 +169,31 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Retention checkpoints: (chain, seq, mac) of the last record removed from each chain.
+    pub async fn audit_checkpoints(&self) -> StoreResult<Vec<(String, i64, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT chain, seq, mac FROM audit_checkpoints").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("chain")?, r.try_get("seq")?, r.try_get("mac")?))).collect()
+    }
+
+    /// Moves a chain's checkpoint forward.
+    pub async fn advance_audit_checkpoint(&self, chain: &str, seq: i64, mac: &[u8]) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (chain, seq, mac) VALUES ($1, $2, $3)
+             ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, mac = excluded.mac
+             WHERE audit_checkpoints.seq < excluded.seq",
+        )
+        .bind(chain)
+        .bind(seq)
+        .bind(mac.to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Forgets a chain's head (its records were deleted with their instance or account).
     pub async fn drop_audit_head(&self, chain: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM audit_heads WHERE chain = $1").bind(chain).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM audit_checkpoints WHERE chain = $1").bind(chain).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -797,3 +797,42 @@ async fn deleting_or_reordering_a_middle_record_is_detected() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn retention_cut_keeps_chain_verifiable() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, _) = make_user(&store, "old@example.com").await;
+        let chain = format!("account:{}", a.id);
+        for (i, at) in [100, 200, 300, 5_000, 6_000].into_iter().enumerate() {
+            let mut ev = audit(&format!("test.{i}"), AuditChain::Account(a.id), Some(a.id));
+            ev.at = at;
+            store.record(ev).await.unwrap();
+        }
+        // The signup record (at 1 000) and the three at 100–300 are older than the cut.
+        let removed = store.apply_audit_retention(2_000, 0).await.unwrap();
+        assert_eq!(removed, 4, "{:?}", db.backend);
+        assert_eq!(store.verify_audit(Some(&chain), 0).await.unwrap(), None, "still verifies after the cut");
+        // Conversations are not the audit log's to remove.
+        let conv = store
+            .create_conversation(&me(&a), store.memberships(&me(&a)).await.unwrap()[0].id, "kept", 10, 1)
+            .await
+            .unwrap();
+        store.apply_audit_retention(i64::MAX, 0).await.unwrap();
+        assert!(store.conversation(&me(&a), conv.id).await.unwrap().is_some());
+        // Tampering after the cut is still caught.
+        store.record(audit("test.new", AuditChain::Account(a.id), Some(a.id))).await.unwrap();
+        store.record(audit("test.newer", AuditChain::Account(a.id), Some(a.id))).await.unwrap();
+        store.chain_audit(0).await.unwrap();
+        assert_eq!(store.verify_audit(Some(&chain), 0).await.unwrap(), None);
+        let raw_pool = raw(&db).await;
+        sqlx::query("UPDATE audit_log SET target = 'forged' WHERE chain = $1 AND action = 'test.new'")
+            .bind(&chain)
+            .execute(&raw_pool)
+            .await
+            .unwrap();
+        assert!(store.verify_audit(Some(&chain), 0).await.unwrap().is_some());
+        store.close().await;
+        db.cleanup().await;
+    }
+}

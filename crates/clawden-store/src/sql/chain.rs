@@ -69,6 +69,8 @@ impl SqlStore {
     /// heads forward. Returns how many records it chained.
     pub async fn chain_audit(&self, now: i64) -> StoreResult<usize> {
         let mac = self.keyring.audit_mac(now).await?;
+        let checkpoints: HashMap<String, (i64, Vec<u8>)> =
+            self.keyring.key_store().audit_checkpoints().await?.into_iter().map(|(c, s, m)| (c, (s, m))).collect();
         let mut total = 0;
         loop {
             let mut tx = self.begin(&Principal::System).await?;
@@ -90,14 +92,18 @@ impl SqlStore {
                 let before = match prev.get(&chain) {
                     Some((s, m)) if *s == seq - 1 => Some(m.clone()),
                     _ if seq == 1 => Some(GENESIS.to_vec()),
-                    _ => sqlx::query_scalar::<_, Option<Vec<u8>>>(
+                    _ => match sqlx::query_scalar::<_, Option<Vec<u8>>>(
                         "SELECT mac FROM audit_log WHERE chain = $1 AND seq = $2",
                     )
                     .bind(&chain)
                     .bind(seq - 1)
                     .fetch_optional(&mut *tx.tx)
                     .await?
-                    .flatten(),
+                    {
+                        Some(mac) => mac,
+                        // The predecessor was removed by retention: link to the checkpoint.
+                        None => checkpoints.get(&chain).filter(|(s, _)| *s == seq - 1).map(|(_, m)| m.clone()),
+                    },
                 };
                 // A missing or unchained predecessor is a gap `verify` reports; never paper
                 // over it by chaining past it.
@@ -123,6 +129,50 @@ impl SqlStore {
         }
     }
 
+    /// Removes chained records older than `cutoff` from the start of every chain, keeping
+    /// each chain verifiable: the last removed record's sequence number and MAC become the
+    /// chain's checkpoint in the key store (written before anything is removed). Only the
+    /// audit log is touched; conversations are never removed here. Returns how many records
+    /// were removed.
+    pub async fn apply_audit_retention(&self, cutoff: i64, now: i64) -> StoreResult<u64> {
+        self.chain_audit(now).await?;
+        let mut removed = 0;
+        let chains: Vec<String> = {
+            let mut conn = self.conn(&Principal::System).await?;
+            sqlx::query_scalar("SELECT DISTINCT chain FROM audit_log WHERE at < $1 AND mac IS NOT NULL")
+                .bind(cutoff)
+                .fetch_all(&mut *conn)
+                .await?
+        };
+        for chain in chains {
+            let mut tx = self.begin(&Principal::System).await?;
+            // The longest run from the start of the chain that is old and chained.
+            let rows = sqlx::query("SELECT seq, at, mac FROM audit_log WHERE chain = $1 ORDER BY seq")
+                .bind(&chain)
+                .fetch_all(&mut *tx.tx)
+                .await?;
+            let mut last: Option<(i64, Vec<u8>)> = None;
+            for row in &rows {
+                let at = get_i64(row, "at")?;
+                let mac: Option<Vec<u8>> = row.try_get("mac")?;
+                match mac {
+                    Some(mac) if at < cutoff => last = Some((get_i64(row, "seq")?, mac)),
+                    _ => break,
+                }
+            }
+            let Some((seq, mac)) = last else { continue };
+            self.keyring.key_store().advance_audit_checkpoint(&chain, seq, &mac).await?;
+            let done = sqlx::query("DELETE FROM audit_log WHERE chain = $1 AND seq <= $2")
+                .bind(&chain)
+                .bind(seq)
+                .execute(&mut *tx.tx)
+                .await?;
+            tx.commit().await?;
+            removed += done.rows_affected();
+        }
+        Ok(removed)
+    }
+
     /// Checks every chain (or only `chain`): sequence numbers without gaps from the first,
     /// every MAC, and the last record against the head kept in the key store. Returns the
     /// first break, or `None` when everything verifies.
@@ -130,6 +180,8 @@ impl SqlStore {
         let mac = self.keyring.audit_mac(now).await?;
         let heads: HashMap<String, (i64, Vec<u8>)> =
             self.keyring.key_store().audit_heads().await?.into_iter().map(|(c, s, m)| (c, (s, m))).collect();
+        let checkpoints: HashMap<String, (i64, Vec<u8>)> =
+            self.keyring.key_store().audit_checkpoints().await?.into_iter().map(|(c, s, m)| (c, (s, m))).collect();
         let mut chains: Vec<String> = match only {
             Some(c) => vec![c.to_owned()],
             None => {
@@ -152,9 +204,14 @@ impl SqlStore {
                 .await?;
             let broken =
                 |seq: i64, reason: &str| Ok(Some(ChainBreak { chain: chain.clone(), seq, reason: reason.to_owned() }));
-            let mut prev = GENESIS.to_vec();
-            let mut last_chained = 0;
-            for (expected, row) in (1_i64..).zip(rows.iter()) {
+            // After a retention cut the chain continues from its checkpoint.
+            let (start, mut prev) = match checkpoints.get(&chain) {
+                Some((seq, mac)) => (*seq, mac.clone()),
+                None => (0, GENESIS.to_vec()),
+            };
+            let mut last_chained = start;
+            let kept = rows.iter().filter(|r| get_i64(r, "seq").is_ok_and(|s| s > start));
+            for (expected, row) in (start + 1..).zip(kept) {
                 let seq = get_i64(row, "seq")?;
                 if seq != expected {
                     return broken(expected, "a record is missing (deleted or reordered)");

@@ -69,6 +69,7 @@ pub fn audit(settings: &Settings, caps: &Capabilities) -> Vec<Finding> {
     providers(settings, &mut f);
     proxies(settings, &mut f);
     database(settings, &mut f);
+    retention(settings, &mut f);
     let mut all = f.0;
     all.sort_by_key(|x| x.severity);
     all
@@ -406,6 +407,24 @@ fn proxies(s: &Settings, f: &mut Findings) {
                 "list only your own proxies' addresses",
             );
         }
+    }
+}
+
+fn retention(s: &Settings, f: &mut Findings) {
+    if s.audit_retention.is_zero() {
+        f.add(
+            Severity::Warning,
+            "audit-retention-disabled",
+            "audit records are kept forever (audit_retention = 0s)",
+            "set audit_retention (default 30d) so old records leave the log; chains stay verifiable",
+        );
+    } else if s.audit_retention < std::time::Duration::from_secs(7 * 24 * 3600) {
+        f.add(
+            Severity::Warning,
+            "audit-retention-short",
+            format!("audit records are kept only {}", humantime::format_duration(s.audit_retention)),
+            "keep at least a week of audit records to investigate incidents",
+        );
     }
 }
 

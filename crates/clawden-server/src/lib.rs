@@ -143,13 +143,14 @@ impl Server {
             chat::runtime_settings(&settings),
         );
         let chat_limits = chat::ChatLimits::new(&settings, clock.clone());
-        let (sandbox, sandbox_unavailable) = match sandbox::build_manager(&settings, keyring.clone(), clock.clone()) {
-            Ok(manager) => (Some(manager), None),
-            Err(why) => {
-                tracing::warn!(reason = %why, "no sandboxes: invite-tier tools are unavailable");
-                (None, Some(Arc::<str>::from(why)))
-            }
-        };
+        let (sandbox, sandbox_unavailable) =
+            match sandbox::build_manager(&settings, keyring.clone(), clock.clone(), Some(store.clone())) {
+                Ok(manager) => (Some(manager), None),
+                Err(why) => {
+                    tracing::warn!(reason = %why, "no sandboxes: invite-tier tools are unavailable");
+                    (None, Some(Arc::<str>::from(why)))
+                }
+            };
         // Bound before `listening on` is printed, so a `clawden sandbox exec` right after finds it.
         let admin = if settings.sandbox.admin_socket {
             Some(admin_socket::AdminSocket::bind(&settings.admin_socket_path()).map_err(LaunchError::AdminSocket)?)

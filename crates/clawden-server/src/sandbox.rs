@@ -68,9 +68,27 @@ pub fn backend_config(settings: &Settings) -> Result<BackendConfig, String> {
     Ok(config)
 }
 
-/// Logs each egress decision (host and port, never content).
-fn egress_reporter() -> EgressReporter {
-    Arc::new(|e: &EgressEvent| {
+/// Logs each egress decision (host and port, never content) and records it in the
+/// instance's audit chain.
+fn egress_reporter(store: Option<Arc<dyn clawden_store::Store>>, clock: Arc<dyn Clock>) -> EgressReporter {
+    Arc::new(move |e: &EgressEvent| {
+        if let (Some(store), Ok(runtime)) = (store.clone(), tokio::runtime::Handle::try_current()) {
+            let event = clawden_store::AuditEvent {
+                chain: clawden_store::AuditChain::Instance(e.sandbox.instance),
+                actor: Some(e.sandbox.member),
+                instance: Some(e.sandbox.instance),
+                action: if e.allowed { "egress.allowed" } else { "egress.refused" }.to_owned(),
+                target: format!("{}:{}", e.host.chars().take(253).collect::<String>(), e.port),
+                outcome: if e.allowed { clawden_core::Outcome::Success } else { clawden_core::Outcome::Failure },
+                ip: None,
+                at: clock.now_millis(),
+            };
+            runtime.spawn(async move {
+                if let Err(err) = store.record(event).await {
+                    tracing::error!(error = %err, "could not record an egress decision");
+                }
+            });
+        }
         if e.allowed {
             tracing::info!(egress.host = %e.host, egress.port = e.port, "egress allowed");
         } else {
@@ -90,6 +108,7 @@ pub fn build_manager(
     settings: &Settings,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn clawden_store::Store>>,
 ) -> Result<Arc<SandboxManager>, String> {
     if !settings.sandbox.enabled {
         return Err("sandboxes are turned off (sandbox.enabled = false)".to_owned());
@@ -97,8 +116,8 @@ pub fn build_manager(
     let backend = LocalSandboxes::new(backend_config(settings)?).map_err(|e| e.to_string())?;
     Ok(SandboxManager::new(
         Arc::new(backend),
-        Arc::new(InstanceDeks::new(keyring, clock)),
-        Some(EgressProxy::new(Some(egress_reporter()))),
+        Arc::new(InstanceDeks::new(keyring, clock.clone())),
+        Some(EgressProxy::new(Some(egress_reporter(store, clock)))),
         manager_settings(settings),
     ))
 }
@@ -176,5 +195,42 @@ pub async fn record_operator_exec(store: &dyn Store, clock: &dyn Clock, key: &Sa
     };
     if let Err(err) = store.record(event).await {
         tracing::error!(error = %err, "could not record an operator's sandbox exec");
+    }
+}
+
+#[cfg(test)]
+mod egress_audit_tests {
+    use super::*;
+    use clawden_store::AuditStore;
+
+    #[tokio::test]
+    async fn egress_decisions_land_in_the_instance_audit_chain() {
+        let db = clawden_store::testing::TestDb::sqlite();
+        let (store, _) = db.open().await;
+        let instance = clawden_core::InstanceId::new();
+        let member = clawden_core::UserId::new();
+        let dyn_store: Arc<dyn clawden_store::Store> = store.clone();
+        let report = egress_reporter(Some(dyn_store), Arc::new(clawden_core::FixedClock::at(5)));
+        report(&EgressEvent {
+            sandbox: SandboxKey { instance, member },
+            host: "metadata.example".into(),
+            port: 80,
+            allowed: false,
+            reason: Some("resolves to a link-local address".into()),
+        });
+        // The record is written by a spawned task: wait for it, bounded.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = store.own_audit(&clawden_core::Principal::User { user: member }, None, 10).await.unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].action, "egress.refused");
+        assert_eq!(found[0].target, "metadata.example:80");
+        assert_eq!(found[0].chain, format!("instance:{instance}"));
+        assert_eq!(found[0].outcome, "failure");
     }
 }

@@ -155,6 +155,19 @@ pub async fn login(
             return Err(invalid_credentials());
         }
     };
+    // An anomaly lock pauses sign-in from addresses that never signed in to the account; the
+    // owner's known addresses still work, so nobody can lock them out from elsewhere.
+    if let Some(until) = record.locked_until.filter(|u| *u > state.now()) {
+        if !state.limits.knows(&account, ip.0) {
+            let chain = AuditChain::Account(record.user.id);
+            audit::record_failure(state, ip, chain, None, "auth.login.locked", format!("user:{}", record.user.id))
+                .await;
+            let mut err =
+                ApiError::forbidden("account_locked", "sign-in to this account is paused for a while; try again later");
+            err.set_retry_after(u64::try_from((until - state.now()) / 1000).unwrap_or(1));
+            return Err(err);
+        }
+    }
     if record.user.disabled {
         audit::record_failure(
             state,

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod admin_socket;
+pub mod anomaly;
 pub mod audit;
 pub mod auth;
 pub mod chat;
@@ -263,6 +264,11 @@ async fn background_jobs(state: AppState, sql: Arc<SqlStore>) {
         tick.tick().await;
         if let Err(err) = sql.chain_audit(state.now()).await {
             tracing::error!(error = %err, "chaining audit records failed");
+        }
+        match anomaly::run_rules(&state).await {
+            Ok(n) if n > 0 => tracing::warn!(anomaly.actions = n, "anomaly rules acted"),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error.code = err.code(), "anomaly rules failed"),
         }
         let retention = i64::try_from(state.settings.audit_retention.as_millis()).unwrap_or(i64::MAX);
         if retention > 0 {

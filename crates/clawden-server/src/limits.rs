@@ -161,7 +161,8 @@ impl Limiters {
         self.clock.now_millis()
     }
 
-    fn knows(&self, account: &str, ip: IpAddr) -> bool {
+    /// Whether `ip` signed in to `account` before.
+    pub fn knows(&self, account: &str, ip: IpAddr) -> bool {
         self.known_addresses.lock().unwrap_or_else(|p| p.into_inner()).get(account).is_some_and(|set| set.contains(&ip))
     }
 

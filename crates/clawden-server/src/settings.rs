@@ -70,6 +70,8 @@ pub struct Settings {
     /// checkpoint); `0s` keeps them forever. Conversations are never removed by it.
     #[serde(with = "humantime_serde")]
     pub audit_retention: Duration,
+    /// Anomaly rule thresholds.
+    pub anomaly: crate::anomaly::AnomalySettings,
     /// `demo`, `anthropic` or `openai`; default: the first with a key configured, else `demo`.
     pub provider: Option<String>,
     /// The provider's model; default per provider.
@@ -313,6 +315,7 @@ impl Default for Settings {
             gateway: GatewaySettings::default(),
             housekeeping_every: Duration::from_secs(60),
             audit_retention: Duration::from_secs(30 * 24 * 3600),
+            anomaly: crate::anomaly::AnomalySettings::default(),
             provider: None,
             model: None,
             anthropic_api_key: None,

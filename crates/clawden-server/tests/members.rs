@@ -440,3 +440,64 @@ async fn audit_viewer_shows_own_actions_and_the_instance_to_its_admins() {
     assert_eq!(bad.status(), 400);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn login_burst_locks_and_notifies() {
+    let app = TestApp::spawn_with(clawden_store::testing::TestDb::sqlite(), |s| {
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let owner = person(&app, "target@example.com").await;
+    let login = |ip: &str, password: &str| {
+        let client = app.client();
+        let url = app.at("/api/v1/auth/login");
+        let (ip, password) = (ip.to_owned(), password.to_owned());
+        async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", ip)
+                .json(&json!({"email": "target@example.com", "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The owner signed in from a known address before.
+    assert_eq!(login("203.0.113.5", common::PASSWORD).await.status(), 200);
+    // Ten failures from ten addresses.
+    for i in 0..10 {
+        assert_eq!(login(&format!("198.51.100.{i}"), "wrong-password-9").await.status(), 401);
+    }
+    assert_eq!(clawden_server::anomaly::run_rules(&app.state).await.unwrap(), 1);
+    assert_eq!(clawden_server::anomaly::run_rules(&app.state).await.unwrap(), 0, "once per window");
+    // Sessions ended; sign-in from a new address is paused, even with the right password…
+    assert_eq!(owner.client.get(app.at("/api/v1/me")).send().await.unwrap().status(), 401);
+    let res = login("192.0.2.77", common::PASSWORD).await;
+    assert!(res.headers().get("retry-after").is_some());
+    assert_eq!(error_code(res).await, (403, "account_locked".into()));
+    // …a wrong password from there looks like any other wrong password…
+    assert_eq!(login("192.0.2.78", "wrong-password-9").await.status(), 401);
+    // …and the owner's known address still works, and shows the notice.
+    let known = login("203.0.113.5", common::PASSWORD).await;
+    assert_eq!(known.status(), 200);
+    let client = app.client();
+    let res = client
+        .post(app.at("/api/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.5")
+        .json(&json!({"email": "target@example.com", "password": common::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let notices: Vec<Value> = client.get(app.at("/api/v1/notices")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0]["kind"], "anomaly.login_burst");
+    let page = client.get(app.at("/account")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("failed sign-ins"), "the dashboard shows the notice");
+    let audit = client.get(app.at("/account/audit")).send().await.unwrap().text().await.unwrap();
+    assert!(audit.contains("auth.login"));
+    // The lock ends with time.
+    app.clock.advance_secs(901);
+    assert_eq!(login("192.0.2.79", common::PASSWORD).await.status(), 200);
+    app.stop().await;
+}

@@ -444,6 +444,48 @@ pub trait AdminStore: Send + Sync {
     async fn admin_log_entries(&self, by: &Principal, limit: i64) -> StoreResult<Vec<AdminLogEntry>>;
 }
 
+/// What the anomaly rules read and do. System only.
+#[async_trait]
+pub trait AnomalyStore: Send + Sync {
+    /// Accounts with at least `threshold` failed sign-ins since `since`.
+    async fn failed_login_bursts(&self, by: &Principal, since: UnixMillis, threshold: i64) -> StoreResult<Vec<UserId>>;
+
+    /// Instances with at least `threshold` refused egress connections since `since`.
+    async fn egress_refusal_bursts(
+        &self,
+        by: &Principal,
+        since: UnixMillis,
+        threshold: i64,
+    ) -> StoreResult<Vec<InstanceId>>;
+
+    /// Whether `action` was recorded in `chain` since `since` (a rule already acted).
+    async fn acted_since(&self, by: &Principal, chain: &str, action: &str, since: UnixMillis) -> StoreResult<bool>;
+
+    /// Locks an account until `until` (sign-in refused, sessions ended), with a notice and
+    /// the audit record of the rule that did it, in one transaction.
+    async fn lock_account(
+        &self,
+        by: &Principal,
+        user: UserId,
+        until: UnixMillis,
+        notice: &str,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Leaves a notice for each owner of `instance`, with the audit record, in one transaction.
+    async fn notify_owners(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        kind: &str,
+        notice: &str,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// The principal's notices, newest first.
+    async fn notices(&self, by: &Principal, limit: i64) -> StoreResult<Vec<Notice>>;
+}
+
 /// Everything clawden persists.
 #[async_trait]
 pub trait Store:
@@ -457,6 +499,7 @@ pub trait Store:
     + AgentStore
     + MemberStore
     + AdminStore
+    + AnomalyStore
     + std::fmt::Debug
 {
     /// Whether the database answers.

@@ -28,6 +28,8 @@ pub struct LoginRecord {
     pub user: User,
     /// PHC (argon2) or bcrypt hash.
     pub password_hash: String,
+    /// Locked by an anomaly rule until then.
+    pub locked_until: Option<UnixMillis>,
 }
 
 impl std::fmt::Debug for LoginRecord {
@@ -369,4 +371,15 @@ pub struct AdminLogEntry {
     pub outcome: String,
     /// From where.
     pub ip: Option<String>,
+}
+
+/// Something the platform tells a user (an anomaly rule acted on their account or instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    /// What kind (`anomaly.login_burst`, …).
+    pub kind: String,
+    /// For humans.
+    pub message: String,
+    /// When.
+    pub created_at: UnixMillis,
 }

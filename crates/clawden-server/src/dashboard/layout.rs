@@ -23,6 +23,7 @@ pub fn page(title: &str, signed_in: Option<(&str, &str)>, body: Markup) -> Marku
                                 a href="/account" { "Account" }
                                 a href="/account/security" { "Security" }
                                 a href="/account/invitations" { "Invitations" }
+                                a href="/account/audit" { "Audit log" }
                                 span.muted { " " (email) " " }
                                 form.inline method="post" action="/logout" {
                                     input type="hidden" name="csrf_token" value=(csrf);

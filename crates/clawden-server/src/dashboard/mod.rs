@@ -223,11 +223,18 @@ async fn account_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAut
     let principal = auth.principal();
     let instances = state.store.memberships(&principal).await?;
     let sessions = state.store.sessions(&principal, state.now()).await?;
+    let notices = state.store.notices(&principal, 5).await?;
     let user = &auth.user;
     let markup = page(
         "Account",
         Some((&user.email, &csrf)),
         html! {
+            @if !notices.is_empty() {
+                div.card #notices {
+                    h2 { "Notices" }
+                    ul { @for n in &notices { li { p.error role="alert" { (n.message) } span.hint { (when(n.created_at)) } } } }
+                }
+            }
             div.card {
                 h1 { "Who am I" }
                 dl {

@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/invitations", get(invitations_page))
         .route("/account/invitations/{id}/{answer}", post(invitation_answer))
         .route("/account/redeem", post(redeem))
+        .route("/account/audit", get(audit_page))
         .route("/admin", get(admin_page))
         .route("/admin/users/{id}", post(admin_user))
         .route("/admin/invites", post(admin_invite))
@@ -300,6 +301,59 @@ async fn redeem(
         Ok(()) => Ok(Redirect::to("/account/invitations").into_response()),
         Err(e) => invitations_view(&state, &auth, &csrf, Some(&error_text(&e))).await,
     }
+}
+
+#[derive(Deserialize)]
+struct AuditFilter {
+    #[serde(default)]
+    instance_id: Option<InstanceId>,
+}
+
+/// Settings → Security → Audit log: the caller's own actions, or an instance's whole chain for
+/// its owners and admins.
+async fn audit_page(
+    State(state): State<AppState>,
+    MaybeAuthed(auth): MaybeAuthed,
+    axum::extract::Query(filter): axum::extract::Query<AuditFilter>,
+) -> Result<Response, ApiError> {
+    let Some((auth, csrf)) = session(&state, auth) else { return Ok(to_login()) };
+    let principal = auth.principal();
+    let records = match filter.instance_id {
+        Some(i) => match state.store.instance_audit(&principal, i, None, 200).await {
+            Err(clawden_store::StoreError::Forbidden) => {
+                return Err(ApiError::forbidden(
+                    "forbidden",
+                    "only the instance's owners and admins read its audit log",
+                ));
+            }
+            other => other?,
+        },
+        None => state.store.own_audit(&principal, None, 200).await?,
+    };
+    let instances = state.store.memberships(&principal).await?;
+    let markup = page(
+        "Audit log",
+        Some((&auth.user.email, &csrf)),
+        html! {
+            div.card {
+                h1 { "Audit log" }
+                p.hint { "Everything done on your behalf: who, what, on what, when, from where, and whether it worked. Kept 30 days; tamper-evident." }
+                p {
+                    a href="/account/audit" { "My actions" }
+                    @for m in instances.iter().filter(|m| m.role.can_configure()) { " · " a href={ "/account/audit?instance_id=" (m.id) } { (m.name) } }
+                }
+                table #audit {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Action" } th scope="col" { "Target" } th scope="col" { "Outcome" } th scope="col" { "From" } } }
+                    tbody {
+                        @for r in &records {
+                            tr { td { (when(r.at)) } td { (r.action) } td { (r.target) } td { (r.outcome) } td { (r.ip.as_deref().unwrap_or("")) } }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Ok(render(StatusCode::OK, markup))
 }
 
 async fn admin_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {

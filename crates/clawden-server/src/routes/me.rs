@@ -113,3 +113,20 @@ pub async fn revoke_session(
         Err(ApiError::not_found())
     }
 }
+
+/// A notice from the platform.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NoticeBody {
+    kind: String,
+    message: String,
+    created_at: i64,
+}
+
+/// What the platform's anomaly rules did about the caller's account or instances.
+#[utoipa::path(get, path = "/api/v1/notices", tag = "account", responses((status = 200, body = [NoticeBody])))]
+pub async fn notices(State(state): State<AppState>, Authed(auth): Authed) -> Result<Json<Vec<NoticeBody>>, ApiError> {
+    let list = state.store.notices(&auth.principal(), 50).await?;
+    Ok(Json(
+        list.into_iter().map(|n| NoticeBody { kind: n.kind, message: n.message, created_at: n.created_at }).collect(),
+    ))
+}

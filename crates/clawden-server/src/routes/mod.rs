@@ -71,5 +71,6 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::admin_log))
         .routes(routes!(admin::config))
         .routes(routes!(audit::list))
+        .routes(routes!(me::notices))
         .split_for_parts()
 }

@@ -5,6 +5,7 @@
 //! connection setup, migrations, and how a write transaction starts — lives here.
 
 mod agents;
+mod anomalies;
 mod audit;
 mod chain;
 pub use chain::ChainBreak;

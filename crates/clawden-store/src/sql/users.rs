@@ -113,12 +113,19 @@ impl UserStore for SqlStore {
 
     async fn login_lookup(&self, by: &Principal, email: &str) -> StoreResult<Option<LoginRecord>> {
         require_system(by)?;
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"))
-            .bind(normalize_email(email))
-            .fetch_optional(&mut *self.conn(by).await?)
-            .await?;
-        row.map(|row| Ok(LoginRecord { user: user_from_row(&row)?, password_hash: get_str(&row, "password_hash")? }))
-            .transpose()
+        let row =
+            sqlx::query(&format!("SELECT {USER_COLUMNS}, password_hash, locked_until FROM users WHERE email = $1"))
+                .bind(normalize_email(email))
+                .fetch_optional(&mut *self.conn(by).await?)
+                .await?;
+        row.map(|row| {
+            Ok(LoginRecord {
+                user: user_from_row(&row)?,
+                password_hash: get_str(&row, "password_hash")?,
+                locked_until: sqlx::Row::try_get::<Option<i64>, _>(&row, "locked_until")?,
+            })
+        })
+        .transpose()
     }
 
     async fn user(&self, by: &Principal, id: UserId) -> StoreResult<Option<User>> {

@@ -93,11 +93,32 @@ async fn every_write_route_leaves_an_audit_record() {
             silent.push(format!("{method} {path} ({status})"));
         }
     }
-    // Sign-up, sign-in and failed sign-ins are recorded too.
+    assert!(silent.is_empty(), "writes without an audit record: {silent:#?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failed_login_is_recorded_even_though_nothing_changed() {
+    let app = TestApp::spawn().await;
+    let pool = app.raw_pool().await;
+    let client = app.client();
+    app.signup(&client, "owner@example.com").await;
     let before = audit_rows(&pool).await;
     app.login(&app.client(), "owner@example.com", "not-the-password").await;
     app.login(&app.client(), "nobody@example.com", "not-the-password").await;
-    assert_eq!(audit_rows(&pool).await, before + 2, "failed_login_is_recorded_even_though_nothing_changed");
-    assert!(silent.is_empty(), "writes without an audit record: {silent:#?}");
+    assert_eq!(audit_rows(&pool).await, before + 2);
+    // The user sees the failure on their own account in the viewer, filtered.
+    let mine: Vec<Value> = client
+        .get(app.at("/api/v1/audit?action=auth.login&outcome=failure"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(mine.is_empty(), "a failed attempt by someone else is not the user's own action");
+    let all: Vec<Value> =
+        client.get(app.at("/api/v1/audit?outcome=success")).send().await.unwrap().json().await.unwrap();
+    assert!(!all.is_empty() && all.iter().all(|r| r["outcome"] == "success"));
     app.stop().await;
 }

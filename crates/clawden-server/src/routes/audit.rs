@@ -23,6 +23,15 @@ pub struct AuditQuery {
     /// At most this many (default 100, at most 500).
     #[serde(default)]
     limit: Option<u32>,
+    /// Only this action (e.g. `auth.login`).
+    #[serde(default)]
+    action: Option<String>,
+    /// Only `success` or `failure`.
+    #[serde(default)]
+    outcome: Option<String>,
+    /// Only records at or after this time (Unix ms).
+    #[serde(default)]
+    since: Option<i64>,
 }
 
 /// One audit record.
@@ -53,8 +62,11 @@ pub async fn list(
 ) -> Result<Json<Vec<AuditBody>>, ApiError> {
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
+    let filtered = q.action.is_some() || q.outcome.is_some() || q.since.is_some();
+    // With filters, read a full page and filter it; paging goes on with `before`.
+    let fetch = if filtered { 500 } else { limit };
     let records = match q.instance_id {
-        Some(instance) => match state.store.instance_audit(&auth.principal(), instance, q.before, limit).await {
+        Some(instance) => match state.store.instance_audit(&auth.principal(), instance, q.before, fetch).await {
             Err(clawden_store::StoreError::Forbidden) => {
                 return Err(ApiError::forbidden(
                     "forbidden",
@@ -63,7 +75,13 @@ pub async fn list(
             }
             other => other?,
         },
-        None => state.store.own_audit(&auth.principal(), q.before, limit).await?,
+        None => state.store.own_audit(&auth.principal(), q.before, fetch).await?,
     };
-    Ok(Json(records.into_iter().map(Into::into).collect()))
+    let records = records
+        .into_iter()
+        .filter(|r| q.action.as_deref().is_none_or(|a| r.action == a))
+        .filter(|r| q.outcome.as_deref().is_none_or(|o| r.outcome == o))
+        .filter(|r| q.since.is_none_or(|t| r.at >= t))
+        .take(limit as usize);
+    Ok(Json(records.map(Into::into).collect()))
 }

@@ -358,17 +358,17 @@ impl Runtime {
         }
         let now = self.clock.now_millis();
         let body = encode_message(&ChatMessage::assistant(text.clone()));
-        let reply = self
-            .store
-            .append_server_message(&Principal::System, caller, conversation.id, "assistant", &body, now)
-            .await?;
         let counted = DailyUsage {
             messages: 0,
             input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
             output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
             tool_calls: 0,
         };
-        self.store.add_usage(&Principal::System, caller, &utc_day(now), counted).await?;
+        // The reply and its token counts in one write transaction.
+        let reply = self
+            .store
+            .append_reply(&Principal::System, caller, conversation.id, &body, &utc_day(now), counted, now)
+            .await?;
         Ok(TurnEvent::Finished { reply, text, usage })
     }
 }

@@ -354,6 +354,20 @@ pub trait AgentStore: Send + Sync {
         now: UnixMillis,
     ) -> StoreResult<StoredMessage>;
 
+    /// Stores the assistant's reply in `user`'s conversation and adds `usage` to their `day`,
+    /// in one transaction (what [`Self::append_server_message`] then [`Self::add_usage`] do,
+    /// with one commit); system only.
+    async fn append_reply(
+        &self,
+        by: &Principal,
+        user: UserId,
+        id: ConversationId,
+        body: &str,
+        day: &str,
+        usage: DailyUsage,
+        now: UnixMillis,
+    ) -> StoreResult<StoredMessage>;
+
     /// Adds token and tool-call counts to `user`'s day; system only.
     async fn add_usage(&self, by: &Principal, user: UserId, day: &str, usage: DailyUsage) -> StoreResult<()>;
 

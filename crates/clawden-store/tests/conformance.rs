@@ -836,3 +836,129 @@ async fn retention_cut_keeps_chain_verifiable() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn reply_and_its_usage_are_stored_together_in_the_users_own_conversation() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, inst) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        let chat = store.create_conversation(&me(&a), inst.id, "hello", 10, 1_000).await.unwrap();
+        let asked = store.append_user_message(&me(&a), chat.id, "{\"q\":1}", "2026-01-01", 5, 1_001).await.unwrap();
+        let used = DailyUsage { messages: 0, input_tokens: 11, output_tokens: 7, tool_calls: 0 };
+        let reply = store
+            .append_reply(&Principal::System, a.id, chat.id, "{\"a\":\"planted-reply\"}", "2026-01-01", used, 1_002)
+            .await
+            .unwrap();
+        assert_eq!((asked.seq, reply.seq, reply.role.as_str()), (1, 2, "assistant"));
+        let stored = store.messages(&me(&a), chat.id, 50).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["{\"q\":1}", "{\"a\":\"planted-reply\"}"]
+        );
+        assert_eq!(
+            store.usage(&me(&a), "2026-01-01").await.unwrap(),
+            DailyUsage { messages: 1, input_tokens: 11, output_tokens: 7, tool_calls: 0 }
+        );
+        assert_eq!(store.conversation(&me(&a), chat.id).await.unwrap().unwrap().updated_at, 1_002);
+        // Sealed at rest like every other message.
+        let raw_pool = raw(&db).await;
+        let raw: Vec<Vec<u8>> = sqlx::query_scalar("SELECT content FROM messages").fetch_all(&raw_pool).await.unwrap();
+        assert!(raw.iter().all(|c| !c.windows(13).any(|w| w == b"planted-reply")));
+        // Only the system writes replies, and only into the named user's conversation.
+        assert!(matches!(
+            store.append_reply(&me(&a), a.id, chat.id, "{}", "2026-01-01", used, 1_003).await,
+            Err(StoreError::Forbidden)
+        ));
+        assert!(matches!(
+            store.append_reply(&Principal::System, b.id, chat.id, "{}", "2026-01-01", used, 1_003).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.usage(&me(&b), "2026-01-01").await.unwrap(), DailyUsage::default());
+        assert_eq!(store.messages(&me(&a), chat.id, 50).await.unwrap().len(), 2);
+        assert!(matches!(store.messages(&me(&b), chat.id, 50).await, Err(StoreError::NotFound)));
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn messages_need_an_own_conversation_and_a_current_membership() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, inst) = make_user(&store, "a@example.com").await;
+        let (b, _) = make_user(&store, "b@example.com").await;
+        let chat = store.create_conversation(&me(&a), inst.id, "t", 10, 1_000).await.unwrap();
+        assert!(store.messages(&me(&a), chat.id, 50).await.unwrap().is_empty());
+        assert!(store.messages(&me(&a), chat.id, 0).await.unwrap().is_empty());
+        assert!(matches!(store.messages(&me(&b), chat.id, 0).await, Err(StoreError::NotFound)));
+        // Someone else's conversation is not found, even with no quota left.
+        assert!(matches!(
+            store.append_user_message(&me(&b), chat.id, "x", "2026-01-01", 0, 1_001).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(store.create_conversation(&me(&b), inst.id, "t", 10, 1_000).await, Err(StoreError::NotFound)));
+        // The quota is counted with the message, and a refused message leaves no trace.
+        store.append_user_message(&me(&a), chat.id, "one", "2026-01-01", 1, 1_001).await.unwrap();
+        assert!(matches!(
+            store.append_user_message(&me(&a), chat.id, "two", "2026-01-01", 1, 1_002).await,
+            Err(StoreError::QuotaExceeded)
+        ));
+        assert_eq!(store.messages(&me(&a), chat.id, 50).await.unwrap().len(), 1);
+        assert_eq!(store.usage(&me(&a), "2026-01-01").await.unwrap().messages, 1);
+        assert_eq!(store.conversation(&me(&a), chat.id).await.unwrap().unwrap().updated_at, 1_001);
+        // The cap counts the user's conversations.
+        assert!(matches!(
+            store.create_conversation(&me(&a), inst.id, "t", 1, 1_000).await,
+            Err(StoreError::LimitReached(_))
+        ));
+        // Removed from the instance: its conversations are out of reach.
+        sqlx::query("DELETE FROM members WHERE user_id = $1")
+            .bind(a.id.to_string())
+            .execute(&raw(&db).await)
+            .await
+            .unwrap();
+        assert!(store.conversation(&me(&a), chat.id).await.unwrap().is_none());
+        assert!(matches!(store.messages(&me(&a), chat.id, 50).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.append_user_message(&me(&a), chat.id, "three", "2026-01-02", 5, 1_003).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.usage(&me(&a), "2026-01-02").await.unwrap(), DailyUsage::default());
+        assert!(matches!(store.create_conversation(&me(&a), inst.id, "t", 10, 1_000).await, Err(StoreError::NotFound)));
+        store.close().await;
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_one_conversation_get_distinct_seqs() {
+    for db in TestDb::all().await {
+        let (store, _) = db.open().await;
+        let (a, inst) = make_user(&store, "a@example.com").await;
+        let chat = store.create_conversation(&me(&a), inst.id, "t", 10, 1_000).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let used = DailyUsage { input_tokens: 1, ..DailyUsage::default() };
+                if i % 2 == 0 {
+                    store.append_reply(&Principal::System, a.id, chat.id, "{}", "2026-01-01", used, 2_000).await
+                } else {
+                    store.append_server_message(&Principal::System, a.id, chat.id, "assistant", "{}", 2_000).await
+                }
+                .unwrap()
+                .seq
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=12).collect::<Vec<i64>>());
+        assert_eq!(store.usage(&me(&a), "2026-01-01").await.unwrap().input_tokens, 6);
+        store.close().await;
+        db.cleanup().await;
+    }
+}

@@ -56,9 +56,14 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The row of one of `user`'s conversations, only while they are still a member of its
+    /// instance (someone removed from an instance no longer reaches its conversations). One
+    /// query for both checks.
     async fn conversation_row(&self, user: UserId, id: ConversationId) -> StoreResult<Option<AnyRow>> {
         Ok(sqlx::query(
-            "SELECT id, instance_id, title, created_at, updated_at FROM conversations WHERE id = $1 AND user_id = $2",
+            "SELECT c.id, c.instance_id, c.title, c.created_at, c.updated_at FROM conversations c
+             JOIN members m ON m.instance_id = c.instance_id AND m.user_id = c.user_id
+             WHERE c.id = $1 AND c.user_id = $2",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -79,39 +84,89 @@ impl SqlStore {
         })
     }
 
-    async fn insert_message(
+    /// A new message id and the body sealed for that row under `user`'s key. Done before the
+    /// write transaction starts, so the writer lock is not held while sealing.
+    async fn seal_message(&self, user: UserId, body: &str, now: UnixMillis) -> StoreResult<(String, Vec<u8>)> {
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let sealed = self.seal(KeyOwner::User(user), "messages", "content", &message_id, body.as_bytes(), now).await?;
+        Ok((message_id, sealed))
+    }
+
+    /// Inside a write transaction, marks `user`'s conversation as updated at `now`; `false` if
+    /// there is no such conversation of theirs (or, with `member_only`, they are no longer a
+    /// member of its instance). One statement is the ownership check, the touch, and on
+    /// PostgreSQL the row lock that queues concurrent writers of the same conversation, so the
+    /// next `seq` cannot be taken twice.
+    async fn touch_conversation(
         &self,
         tx: &mut Transaction<'static, Any>,
         user: UserId,
         id: ConversationId,
+        member_only: bool,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let sql = if member_only {
+            "UPDATE conversations SET updated_at = $1 WHERE id = $2 AND user_id = $3
+             AND EXISTS (SELECT 1 FROM members m
+                         WHERE m.instance_id = conversations.instance_id AND m.user_id = conversations.user_id)"
+        } else {
+            "UPDATE conversations SET updated_at = $1 WHERE id = $2 AND user_id = $3"
+        };
+        let done = sqlx::query(sql).bind(now).bind(id.to_string()).bind(user.to_string()).execute(&mut **tx).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Inserts a sealed message as the conversation's next `seq`. Call after
+    /// [`Self::touch_conversation`] in the same transaction.
+    async fn insert_message(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: ConversationId,
         role: &str,
+        (message_id, sealed): (String, Vec<u8>),
         body: &str,
         now: UnixMillis,
     ) -> StoreResult<StoredMessage> {
-        self.lock_row(tx, "conversations", &id.to_string()).await?;
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id = $1")
-            .bind(id.to_string())
-            .fetch_one(&mut **tx)
-            .await?;
-        let message_id = uuid::Uuid::now_v7().to_string();
-        let sealed = self.seal(KeyOwner::User(user), "messages", "content", &message_id, body.as_bytes(), now).await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, role, content, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (id, conversation_id, seq, role, content, created_at)
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5 FROM messages WHERE conversation_id = $2
+             RETURNING seq",
         )
         .bind(&message_id)
         .bind(id.to_string())
-        .bind(seq)
         .bind(role)
         .bind(sealed)
         .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(StoredMessage { id: message_id, seq, role: role.to_owned(), body: body.to_owned(), created_at: now })
+    }
+
+    /// Adds `usage` to `user`'s counters for `day`, inside a write transaction.
+    async fn add_usage_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: UserId,
+        day: &str,
+        usage: DailyUsage,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO usage_daily (user_id, day, messages, input_tokens, output_tokens, tool_calls) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id, day) DO UPDATE SET
+               messages = usage_daily.messages + excluded.messages,
+               input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+               output_tokens = usage_daily.output_tokens + excluded.output_tokens,
+               tool_calls = usage_daily.tool_calls + excluded.tool_calls",
+        )
+        .bind(user.to_string())
+        .bind(day)
+        .bind(usage.messages)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .bind(usage.tool_calls)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("UPDATE conversations SET updated_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
-        Ok(StoredMessage { id: message_id, seq, role: role.to_owned(), body: body.to_owned(), created_at: now })
+        Ok(())
     }
 }
 
@@ -266,7 +321,6 @@ impl AgentStore for SqlStore {
         now: UnixMillis,
     ) -> StoreResult<Conversation> {
         let user = require_user(by)?;
-        self.require_member(by, instance).await?;
         let id = ConversationId::new();
         let sealed =
             self.seal(KeyOwner::User(user), "conversations", "title", &id.to_string(), title.as_bytes(), now).await?;
@@ -277,11 +331,21 @@ impl AgentStore for SqlStore {
                 .execute(&mut *tx.tx)
                 .await?;
         }
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE user_id = $1")
-            .bind(user.to_string())
-            .fetch_one(&mut *tx.tx)
-            .await?;
-        if count >= max_conversations {
+        // Membership and the cap in one round trip. The count stops at the cap, so a user far
+        // past it (after the cap was lowered) costs no more than one at it.
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM members WHERE instance_id = $1 AND user_id = $2) AS member,
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM conversations WHERE user_id = $2 LIMIT $3) AS capped) AS n",
+        )
+        .bind(instance.to_string())
+        .bind(user.to_string())
+        .bind(max_conversations.max(0))
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        if get_i64(&row, "member")? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if get_i64(&row, "n")? >= max_conversations {
             return Err(StoreError::LimitReached("conversations"));
         }
         sqlx::query(
@@ -318,14 +382,7 @@ impl AgentStore for SqlStore {
     async fn conversation(&self, by: &Principal, id: ConversationId) -> StoreResult<Option<Conversation>> {
         let user = require_user(by)?;
         match self.conversation_row(user, id).await? {
-            Some(row) => {
-                let conversation = self.conversation_from_row(user, &row).await?;
-                // Someone removed from the instance no longer reaches its conversations.
-                if self.role_of(by, conversation.instance_id).await?.is_none() {
-                    return Ok(None);
-                }
-                Ok(Some(conversation))
-            }
+            Some(row) => Ok(Some(self.conversation_from_row(user, &row).await?)),
             None => Ok(None),
         }
     }
@@ -365,19 +422,32 @@ impl AgentStore for SqlStore {
 
     async fn messages(&self, by: &Principal, id: ConversationId, limit: i64) -> StoreResult<Vec<StoredMessage>> {
         let user = require_user(by)?;
-        if self.conversation(by, id).await?.is_none() {
-            return Err(StoreError::NotFound);
+        if limit <= 0 {
+            return match self.conversation(by, id).await? {
+                Some(_) => Ok(Vec::new()),
+                None => Err(StoreError::NotFound),
+            };
         }
+        // The ownership and membership check and the read in one round trip: no row at all
+        // means no such conversation of the caller's; one row without a message id means an
+        // empty one.
         let rows = sqlx::query(
-            "SELECT id, seq, role, content, created_at FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2",
+            "SELECT m.id, m.seq, m.role, m.content, m.created_at FROM conversations c
+             JOIN members mb ON mb.instance_id = c.instance_id AND mb.user_id = c.user_id
+             LEFT JOIN messages m ON m.conversation_id = c.id
+             WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.seq DESC LIMIT $3",
         )
         .bind(id.to_string())
+        .bind(user.to_string())
         .bind(limit)
         .fetch_all(&mut *self.conn(by).await?)
         .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows.iter().rev() {
-            let message_id = get_str(row, "id")?;
+            let Some(message_id) = row.try_get::<Option<String>, _>("id")? else { continue };
             let sealed: Vec<u8> = row.try_get("content")?;
             let plain = self.open(KeyOwner::User(user), "messages", "content", &message_id, &sealed).await?;
             out.push(StoredMessage {
@@ -401,13 +471,14 @@ impl AgentStore for SqlStore {
         now: UnixMillis,
     ) -> StoreResult<StoredMessage> {
         let user = require_user(by)?;
-        if self.conversation(by, id).await?.is_none() {
+        let sealed = self.seal_message(user, body, now).await?;
+        let mut tx = self.begin(by).await?;
+        if !self.touch_conversation(&mut tx.tx, user, id, true, now).await? {
             return Err(StoreError::NotFound);
         }
         if limit <= 0 {
             return Err(StoreError::QuotaExceeded);
         }
-        let mut tx = self.begin(by).await?;
         let counted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO usage_daily (user_id, day, messages) VALUES ($1, $2, 1)
              ON CONFLICT (user_id, day) DO UPDATE SET messages = usage_daily.messages + 1
@@ -422,7 +493,7 @@ impl AgentStore for SqlStore {
         if counted.is_none() {
             return Err(StoreError::QuotaExceeded);
         }
-        let message = self.insert_message(&mut tx.tx, user, id, "user", body, now).await?;
+        let message = self.insert_message(&mut tx.tx, id, "user", sealed, body, now).await?;
         tx.commit().await?;
         Ok(message)
     }
@@ -437,16 +508,34 @@ impl AgentStore for SqlStore {
         now: UnixMillis,
     ) -> StoreResult<StoredMessage> {
         require_system(by)?;
+        let sealed = self.seal_message(user, body, now).await?;
         let mut tx = self.begin(by).await?;
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = $1 AND user_id = $2")
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&mut *tx.tx)
-            .await?;
-        if exists.is_none() {
+        if !self.touch_conversation(&mut tx.tx, user, id, false, now).await? {
             return Err(StoreError::NotFound);
         }
-        let message = self.insert_message(&mut tx.tx, user, id, role, body, now).await?;
+        let message = self.insert_message(&mut tx.tx, id, role, sealed, body, now).await?;
+        tx.commit().await?;
+        Ok(message)
+    }
+
+    async fn append_reply(
+        &self,
+        by: &Principal,
+        user: UserId,
+        id: ConversationId,
+        body: &str,
+        day: &str,
+        usage: DailyUsage,
+        now: UnixMillis,
+    ) -> StoreResult<StoredMessage> {
+        require_system(by)?;
+        let sealed = self.seal_message(user, body, now).await?;
+        let mut tx = self.begin(by).await?;
+        if !self.touch_conversation(&mut tx.tx, user, id, false, now).await? {
+            return Err(StoreError::NotFound);
+        }
+        let message = self.insert_message(&mut tx.tx, id, "assistant", sealed, body, now).await?;
+        self.add_usage_in(&mut tx.tx, user, day, usage).await?;
         tx.commit().await?;
         Ok(message)
     }
@@ -454,22 +543,7 @@ impl AgentStore for SqlStore {
     async fn add_usage(&self, by: &Principal, user: UserId, day: &str, usage: DailyUsage) -> StoreResult<()> {
         require_system(by)?;
         let mut tx = self.begin(by).await?;
-        sqlx::query(
-            "INSERT INTO usage_daily (user_id, day, messages, input_tokens, output_tokens, tool_calls) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (user_id, day) DO UPDATE SET
-               messages = usage_daily.messages + excluded.messages,
-               input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-               output_tokens = usage_daily.output_tokens + excluded.output_tokens,
-               tool_calls = usage_daily.tool_calls + excluded.tool_calls",
-        )
-        .bind(user.to_string())
-        .bind(day)
-        .bind(usage.messages)
-        .bind(usage.input_tokens)
-        .bind(usage.output_tokens)
-        .bind(usage.tool_calls)
-        .execute(&mut *tx.tx)
-        .await?;
+        self.add_usage_in(&mut tx.tx, user, day, usage).await?;
         tx.commit().await
     }
 

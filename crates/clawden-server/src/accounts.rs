@@ -247,3 +247,48 @@ pub async fn change_password(
         .await?;
     Ok(())
 }
+
+/// Issues an invite code: stored only as a keyed hash, recorded in the audit log and the admin
+/// log (`actor` is the platform admin, or none for the operator's command line). Returns the
+/// code, to show once.
+pub async fn issue_invite(
+    store: &dyn clawden_store::Store,
+    keyring: &clawden_store::Keyring,
+    actor: Option<(clawden_core::UserId, String)>,
+    uses: i64,
+    expires_at: i64,
+    now: i64,
+) -> Result<PlainToken, clawden_store::StoreError> {
+    let code = PlainToken::generate(INVITE_PREFIX);
+    let new = clawden_store::NewInvite {
+        code_hash: keyring.hasher().hash(INVITE_DOMAIN, code.expose()),
+        uses,
+        expires_at: Some(expires_at),
+        now,
+    };
+    let (actor_id, ip) = match &actor {
+        Some((id, ip)) => (Some(*id), Some(ip.clone())),
+        None => (None, None),
+    };
+    let event = clawden_store::AuditEvent {
+        chain: AuditChain::System,
+        actor: actor_id,
+        instance: None,
+        action: "admin.invite.create".into(),
+        target: String::new(),
+        outcome: clawden_core::Outcome::Success,
+        ip: ip.clone(),
+        at: now,
+    };
+    store.create_invite(&Principal::System, new, event).await?;
+    let entry = clawden_store::AdminLogEntry {
+        at: now,
+        actor: actor_id.map(|a| a.to_string()),
+        action: "admin.invite.create".into(),
+        target: format!("uses:{uses}"),
+        outcome: "success".into(),
+        ip,
+    };
+    store.admin_log(&Principal::System, entry).await?;
+    Ok(code)
+}

@@ -5,9 +5,9 @@ use clap::Subcommand;
 use clawden_core::{Clock, Outcome, Principal, SystemClock, Tier};
 use clawden_crypto::password::check_policy;
 use clawden_crypto::{PasswordHasher, PlainToken};
-use clawden_server::accounts::{validate_email, INVITE_DOMAIN, INVITE_PREFIX};
+use clawden_server::accounts::validate_email;
 use clawden_server::Settings;
-use clawden_store::{AuditChain, AuditEvent, InviteStore, NewInvite, NewUser, Store, UserStore};
+use clawden_store::{AuditChain, AuditEvent, NewUser, Store, UserStore};
 use secrecy::{ExposeSecret, SecretString};
 use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
@@ -111,15 +111,10 @@ pub async fn run_admin(cmd: &AdminCommand, settings: Settings) -> anyhow::Result
             if *uses == 0 {
                 bail!("--uses must be at least 1");
             }
-            let code = PlainToken::generate(INVITE_PREFIX);
             let expires = now.saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX));
-            let new = NewInvite {
-                code_hash: keyring.hasher().hash(INVITE_DOMAIN, code.expose()),
-                uses: i64::from(*uses),
-                expires_at: Some(expires),
-                now,
-            };
-            store.create_invite(&Principal::System, new, operator_event("admin.invite.create", String::new())).await?;
+            let code =
+                clawden_server::accounts::issue_invite(store.as_ref(), &keyring, None, i64::from(*uses), expires, now)
+                    .await?;
             println!("{}", code.expose());
         }
         AdminCommand::ResetPassword { email } => {

@@ -4,7 +4,7 @@
 
 use super::layout::page;
 use super::{render, when};
-use crate::auth::{csrf_token_for, MaybeAuthed};
+use crate::auth::MaybeAuthed;
 use crate::chat::turn_error;
 use crate::error::ApiError;
 use crate::routes::conversations::{create_conversation, MessageBody};
@@ -46,18 +46,9 @@ async fn chat_js() -> Response {
         .into_response()
 }
 
-/// The signed-in browser's session and CSRF token, or a redirect to sign in.
+/// The signed-in browser's caller and CSRF token, or a redirect to sign in.
 fn signed_in(state: &AppState, auth: Option<crate::auth::Auth>) -> Result<(crate::auth::Auth, String), Box<Response>> {
-    match auth {
-        Some(auth) => match auth.session() {
-            Some(s) => {
-                let csrf = csrf_token_for(state, s);
-                Ok((auth, csrf))
-            }
-            None => Err(Box::new(Redirect::to("/login").into_response())),
-        },
-        None => Err(Box::new(Redirect::to("/login").into_response())),
-    }
+    super::session(state, auth).ok_or_else(|| Box::new(Redirect::to("/login").into_response()))
 }
 
 async fn chat_index(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {

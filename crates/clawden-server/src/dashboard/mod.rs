@@ -53,6 +53,12 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The signed-in browser's caller and CSRF token (a session, never a bearer credential).
+pub(crate) fn session(state: &AppState, auth: Option<crate::auth::Auth>) -> Option<(crate::auth::Auth, String)> {
+    let csrf = csrf_token_for(state, auth.as_ref()?.session()?);
+    Some((auth?, csrf))
+}
+
 pub(crate) fn render(status: StatusCode, markup: Markup) -> Response {
     (status, Html(markup.into_string())).into_response()
 }

@@ -5,9 +5,9 @@
 
 use super::layout::page;
 use super::{render, when};
-use crate::accounts::{validate_email, INVITE_DOMAIN, INVITE_PREFIX};
+use crate::accounts::validate_email;
 use crate::audit;
-use crate::auth::{csrf_token_for, Auth, MaybeAuthed};
+use crate::auth::{Auth, MaybeAuthed};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{Form, Path, State};
@@ -16,8 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use clawden_core::{InstanceId, Outcome, Principal, Role, Tier, UserId};
-use clawden_crypto::PlainToken;
-use clawden_store::{AdminLogEntry, AuditChain, AuditEvent, NewInvite};
+use clawden_store::{AdminLogEntry, AuditChain, AuditEvent};
 use maud::html;
 use serde::Deserialize;
 
@@ -36,11 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/invites", post(admin_invite))
 }
 
-fn session(state: &AppState, auth: Option<Auth>) -> Option<(Auth, String)> {
-    let auth = auth?;
-    let csrf = csrf_token_for(state, auth.session()?);
-    Some((auth, csrf))
-}
+use super::session;
 
 fn to_login() -> Response {
     Redirect::to("/login").into_response()
@@ -155,7 +150,7 @@ async fn members_invite(
         let email = validate_email(&form.email)?;
         let now = state.now();
         let ev = instance_event(&state, &auth, instance, "member.invite");
-        state.store.invite(&auth.principal(), instance, &email, form.role, now, now + 14 * 86_400_000, ev).await?;
+        state.store.invite(&auth.principal(), instance, &email, form.role, now, now.saturating_add(14 * 86_400_000), ev).await?;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -471,34 +466,17 @@ async fn admin_invite(
         .ok()
         .filter(|n| (1..=10_000).contains(n))
         .ok_or_else(|| ApiError::bad_request("invalid_invite", "uses must be a number from 1 to 10000"))?;
-    let code = PlainToken::generate(INVITE_PREFIX);
     let now = state.now();
-    let new = NewInvite {
-        code_hash: state.keyring.hasher().hash(INVITE_DOMAIN, code.expose()),
+    let actor = Some((auth.user.id, auth.ip.0.to_string()));
+    let code = crate::accounts::issue_invite(
+        state.store.as_ref(),
+        &state.keyring,
+        actor,
         uses,
-        expires_at: Some(now + 7 * 86_400_000),
+        now.saturating_add(7 * 86_400_000),
         now,
-    };
-    let ev = AuditEvent {
-        chain: AuditChain::System,
-        actor: Some(auth.user.id),
-        instance: None,
-        action: "admin.invite.create".into(),
-        target: String::new(),
-        outcome: Outcome::Success,
-        ip: Some(auth.ip.0.to_string()),
-        at: now,
-    };
-    state.store.create_invite(&Principal::System, new, ev).await?;
-    let entry = AdminLogEntry {
-        at: now,
-        actor: Some(auth.user.id.to_string()),
-        action: "admin.invite.create".into(),
-        target: format!("uses:{uses}"),
-        outcome: "success".into(),
-        ip: Some(auth.ip.0.to_string()),
-    };
-    state.store.admin_log(&Principal::System, entry).await?;
+    )
+    .await?;
     let markup = page(
         "Invite code",
         Some((&auth.user.email, &csrf)),

@@ -1,7 +1,6 @@
 //! `/api/v1/admin/*`: the platform admin's users, tiers, invites, configuration and log. For
 //! every other caller these routes answer 404, exactly like a route that does not exist.
 
-use crate::accounts::{INVITE_DOMAIN, INVITE_PREFIX};
 use crate::auth::{PlatformAdmin, SessionAuthed};
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
@@ -10,8 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clawden_core::{Outcome, Principal, Tier, UserId};
-use clawden_crypto::PlainToken;
-use clawden_store::{AdminLogEntry, AuditChain, AuditEvent, NewInvite, User};
+use clawden_store::{AdminLogEntry, User};
 use serde::{Deserialize, Serialize};
 
 fn log(state: &AppState, admin: &PlatformAdmin, action: &str, target: String) -> AdminLogEntry {
@@ -139,30 +137,11 @@ pub async fn create_invite(
     if !(1..=10_000).contains(&uses) || !(1..=365).contains(&days) {
         return Err(ApiError::bad_request("invalid_invite", "uses 1 to 10000, expires_in_days 1 to 365"));
     }
-    let code = PlainToken::generate(INVITE_PREFIX);
     let now = state.now();
     let expires_at = now.saturating_add(days * 86_400_000);
-    let new = NewInvite {
-        code_hash: state.keyring.hasher().hash(INVITE_DOMAIN, code.expose()),
-        uses,
-        expires_at: Some(expires_at),
-        now,
-    };
-    let ev = AuditEvent {
-        chain: AuditChain::System,
-        actor: Some(admin.0.user.id),
-        instance: None,
-        action: "admin.invite.create".into(),
-        target: String::new(),
-        outcome: Outcome::Success,
-        ip: Some(admin.0.ip.0.to_string()),
-        at: now,
-    };
-    state.store.create_invite(&Principal::System, new, ev).await?;
-    state
-        .store
-        .admin_log(&Principal::System, log(&state, &admin, "admin.invite.create", format!("uses:{uses}")))
-        .await?;
+    let actor = Some((admin.0.user.id, admin.0.ip.0.to_string()));
+    let code =
+        crate::accounts::issue_invite(state.store.as_ref(), &state.keyring, actor, uses, expires_at, now).await?;
     let body = InviteBody { code: code.expose().to_owned(), uses, expires_at };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], Json(body))
         .into_response())

@@ -150,7 +150,10 @@ async fn members_invite(
         let email = validate_email(&form.email)?;
         let now = state.now();
         let ev = instance_event(&state, &auth, instance, "member.invite");
-        state.store.invite(&auth.principal(), instance, &email, form.role, now, now.saturating_add(14 * 86_400_000), ev).await?;
+        state
+            .store
+            .invite(&auth.principal(), instance, &email, form.role, now, now.saturating_add(14 * 86_400_000), ev)
+            .await?;
         Ok::<_, ApiError>(())
     }
     .await;

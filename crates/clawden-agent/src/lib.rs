@@ -16,4 +16,5 @@
 pub mod context;
 pub mod provider;
 pub mod runtime;
+pub mod tools;
 pub mod workspace;

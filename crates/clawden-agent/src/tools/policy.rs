@@ -1,0 +1,1 @@
+//! Tool policy (filled below).

@@ -64,3 +64,7 @@ id_type!(
     /// A conversation with an agent.
     ConversationId
 );
+id_type!(
+    /// A pending or decided approval of an elevated tool call.
+    ApprovalId
+);

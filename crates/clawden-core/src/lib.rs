@@ -9,6 +9,6 @@ pub mod principal;
 pub mod types;
 
 pub use clock::{Clock, FixedClock, SystemClock, UnixMillis};
-pub use ids::{ApiKeyId, ConversationId, InstanceId, InviteId, SessionId, UserId};
+pub use ids::{ApiKeyId, ApprovalId, ConversationId, InstanceId, InviteId, SessionId, UserId};
 pub use principal::Principal;
 pub use types::{Outcome, Role, SignupMode, Tier};

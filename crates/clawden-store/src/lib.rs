@@ -500,6 +500,65 @@ pub trait AnomalyStore: Send + Sync {
     async fn notices(&self, by: &Principal, limit: i64) -> StoreResult<Vec<Notice>>;
 }
 
+/// Tool policies, the daily tool-call quota and approvals of elevated tool calls.
+#[async_trait]
+pub trait ToolStore {
+    /// The instance's tool policy as stored (JSON text), `None` when it has the defaults. Any
+    /// member, or the system.
+    async fn tool_policy(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<String>>;
+
+    /// Stores the instance's tool policy (JSON text, sealed under the instance's key) with its
+    /// audit record. Owners and admins, or the system (an "allow always" decision).
+    async fn set_tool_policy(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        body: &str,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+
+    /// Counts one tool call against `user`'s `day`, refusing with `QuotaExceeded` once
+    /// `limit` calls were counted; system only. Atomic: parallel turns cannot overrun it.
+    async fn count_tool_call(&self, by: &Principal, user: UserId, day: &str, limit: i64) -> StoreResult<()>;
+
+    /// Stores a new pending approval and its audit record; system only.
+    async fn create_approval(&self, by: &Principal, approval: &NewApproval, audit: AuditEvent) -> StoreResult<()>;
+
+    /// One approval: owners and admins of its instance, or the system.
+    async fn approval(&self, by: &Principal, id: clawden_core::ApprovalId) -> StoreResult<Option<Approval>>;
+
+    /// Pending, unexpired approvals of the instances where the principal is an owner or admin
+    /// (or of `instance` only), oldest first.
+    async fn pending_approvals(
+        &self,
+        by: &Principal,
+        instance: Option<InstanceId>,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<Approval>>;
+
+    /// An owner's or admin's decision (`Allowed` or `Denied`), taken only while the approval is
+    /// pending and unexpired — in the same statement, so two deciders cannot both win. Fails
+    /// with `NotFound` for someone who may not see it and `Conflict` when it was already
+    /// decided or expired.
+    async fn decide_approval(
+        &self,
+        by: &Principal,
+        id: clawden_core::ApprovalId,
+        status: ApprovalStatus,
+        always: bool,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<Approval>;
+
+    /// Marks a still-pending approval expired (nobody decided in time); system only. `false`
+    /// when it was decided meanwhile.
+    async fn expire_approval(&self, by: &Principal, id: clawden_core::ApprovalId, now: UnixMillis) -> StoreResult<bool>;
+
+    /// Expires every pending approval (at start: no turn waits for them any more); system only.
+    async fn expire_all_pending(&self, by: &Principal, now: UnixMillis) -> StoreResult<u64>;
+}
+
 /// Everything clawden persists.
 #[async_trait]
 pub trait Store:
@@ -514,6 +573,7 @@ pub trait Store:
     + MemberStore
     + AdminStore
     + AnomalyStore
+    + ToolStore
     + std::fmt::Debug
 {
     /// Whether the database answers.

@@ -383,3 +383,97 @@ pub struct Notice {
     /// When.
     pub created_at: UnixMillis,
 }
+
+/// Where an approval of an elevated tool call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for an owner or admin.
+    Pending,
+    /// Allowed: the call it names may run, once.
+    Allowed,
+    /// Denied by an owner or admin.
+    Denied,
+    /// Nobody decided in time (or the server restarted): treated as denied.
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Allowed => "allowed",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+}
+
+impl std::str::FromStr for ApprovalStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => ApprovalStatus::Pending,
+            "allowed" => ApprovalStatus::Allowed,
+            "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
+            other => return Err(format!("unknown approval status {other:?}")),
+        })
+    }
+}
+
+/// An elevated tool call waiting for (or given) a human decision. It names one exact call:
+/// the tool and its arguments, bound by `digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    /// Its id.
+    pub id: clawden_core::ApprovalId,
+    /// The instance whose agent asked.
+    pub instance_id: InstanceId,
+    /// The conversation of the turn that waits.
+    pub conversation_id: clawden_core::ConversationId,
+    /// The member whose turn it is.
+    pub user_id: UserId,
+    /// The tool's name.
+    pub tool: String,
+    /// The exact arguments, as JSON text.
+    pub arguments: String,
+    /// SHA-256 (hex) of the tool name and canonical arguments: what the decision binds to.
+    pub digest: String,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// Whether the decider also stored this exact command in the policy for good.
+    pub always: bool,
+    /// When it was asked.
+    pub created_at: UnixMillis,
+    /// When an undecided approval counts as denied.
+    pub expires_at: UnixMillis,
+    /// When it was decided.
+    pub decided_at: Option<UnixMillis>,
+    /// Who decided.
+    pub decided_by: Option<UserId>,
+}
+
+/// A new approval, as the agent loop asks for it.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    /// Its id.
+    pub id: clawden_core::ApprovalId,
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// The conversation.
+    pub conversation_id: clawden_core::ConversationId,
+    /// The member whose turn it is.
+    pub user_id: UserId,
+    /// The tool.
+    pub tool: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+    /// The binding digest.
+    pub digest: String,
+    /// Asked at.
+    pub created_at: UnixMillis,
+    /// Counts as denied after.
+    pub expires_at: UnixMillis,
+}

@@ -28,7 +28,7 @@ impl SqlStore {
         role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
     }
 
-    async fn require_member(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
+    pub(super) async fn require_member(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
         if by.is_system() || self.role_of(by, instance).await?.is_some() {
             Ok(())
         } else {
@@ -36,7 +36,7 @@ impl SqlStore {
         }
     }
 
-    async fn require_configurer(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
+    pub(super) async fn require_configurer(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
         if by.is_system() {
             return Ok(());
         }

@@ -14,6 +14,7 @@ mod invites;
 mod members;
 mod secrets;
 mod sessions;
+mod tools;
 mod totp;
 mod users;
 

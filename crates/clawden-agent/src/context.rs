@@ -129,6 +129,45 @@ pub fn trim_history(history: &[ChatMessage], budget_tokens: usize) -> Vec<ChatMe
     history[start..].to_vec()
 }
 
+/// Makes every tool call answered and every tool result asked for: a turn that was stopped
+/// (or timed out) between a call and its result leaves a call without a result, which the
+/// providers refuse. Such a call gets a result saying it was not run; a result without its
+/// call is dropped.
+pub fn pair_tool_calls(history: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
+    let mut open: Vec<String> = Vec::new();
+    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<String>| {
+        for id in open.drain(..) {
+            out.push(ChatMessage::ToolResult {
+                call_id: id,
+                content: "this call was not run (the turn stopped first)".into(),
+                is_error: true,
+            });
+        }
+    };
+    for message in history {
+        match &message {
+            ChatMessage::ToolResult { call_id, .. } => {
+                if let Some(at) = open.iter().position(|id| id == call_id) {
+                    open.remove(at);
+                    out.push(message);
+                }
+            }
+            ChatMessage::Assistant { tool_calls, .. } => {
+                close_open(&mut out, &mut open);
+                open.extend(tool_calls.iter().map(|c| c.id.clone()));
+                out.push(message);
+            }
+            ChatMessage::User { .. } => {
+                close_open(&mut out, &mut open);
+                out.push(message);
+            }
+        }
+    }
+    close_open(&mut out, &mut open);
+    out
+}
+
 /// The role of a message sent by an OpenAI-compatible client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientRole {
@@ -252,7 +291,7 @@ pub fn build_request(input: ContextInput<'_>, settings: &ContextSettings) -> Cha
     ChatRequest {
         model: input.model.to_owned(),
         system: with_client_context(&prompt, input.client_context),
-        messages: trim_history(input.history, settings.history_token_budget),
+        messages: pair_tool_calls(trim_history(input.history, settings.history_token_budget)),
         tools: input.tools.to_vec(),
         max_tokens: input.max_tokens,
         agent_name,
@@ -351,6 +390,22 @@ mod tests {
         let history = vec![ChatMessage::assistant("greeting"), ChatMessage::user("hi")];
         assert_eq!(trim_history(&history, 1_000), vec![ChatMessage::user("hi")]);
         assert!(trim_history(&[ChatMessage::assistant("x")], 1_000).is_empty());
+    }
+
+    #[test]
+    fn dangling_tool_calls_get_a_result_and_orphan_results_go() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "exec".into(), arguments: serde_json::json!({}) };
+        let history = vec![
+            ChatMessage::user("a"),
+            ChatMessage::Assistant { content: String::new(), tool_calls: vec![call("c1"), call("c2")] },
+            ChatMessage::tool_result("c1", "ok"),
+            ChatMessage::tool_result("zz", "orphan"),
+            ChatMessage::user("b"),
+        ];
+        let paired = pair_tool_calls(history);
+        assert_eq!(paired.len(), 5);
+        assert!(matches!(&paired[3], ChatMessage::ToolResult { call_id, is_error: true, .. } if call_id == "c2"));
+        assert!(matches!(&paired[4], ChatMessage::User { .. }));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`workspace`]: the rules for the OpenClaw workspace files (which paths exist, size caps,
 //!   UTF-8, `SKILL.md` frontmatter, default contents, which files the agent may never rewrite).
 
+pub mod approvals;
 pub mod context;
 pub mod provider;
 pub mod runtime;

@@ -5,14 +5,21 @@
 //! lost. [`Runtime::respond`] then runs the provider call in a task of its own and streams
 //! [`TurnEvent`]s; the task finishes and stores the reply even when the client goes away.
 
+use crate::approvals::ApprovalHub;
 use crate::context::{build_request, ContextInput, ContextSettings, WorkspaceFile};
-use crate::provider::{ChatMessage, Provider, ProviderError, StreamEvent, Usage};
+use crate::provider::{ChatMessage, Provider, ProviderError, StopReason, StreamEvent, ToolCall, Usage};
+use crate::tools::policy::{call_digest, ToolPolicy, Verdict};
+use crate::tools::{ToolContext, ToolExecutor, ToolName, ToolOutput};
 use crate::workspace::WorkspacePath;
-use clawden_core::{Clock, Principal, Tier, UnixMillis, UserId};
-use clawden_store::{Conversation, DailyUsage, Store, StoreError, StoredMessage};
+use clawden_core::{Clock, InstanceId, Outcome, Principal, Tier, UnixMillis, UserId};
+use clawden_store::{
+    Approval, ApprovalStatus, AuditChain, AuditEvent, Conversation, DailyUsage, Store, StoreError, StoredMessage,
+};
 use futures::StreamExt;
 use secrecy::SecretString;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Daily limits per tier.
@@ -72,6 +79,36 @@ pub struct RuntimeSettings {
     pub quotas: Quotas,
     /// The longest user message, in characters.
     pub max_message_chars: usize,
+    /// Limits of the agent loop.
+    pub tools: ToolLimits,
+}
+
+/// Limits that stop a runaway agent loop.
+#[derive(Debug, Clone)]
+pub struct ToolLimits {
+    /// The most tool calls in one turn (default 25).
+    pub max_calls_per_turn: usize,
+    /// The longest a turn may run, tool calls and approvals included (default 10 min).
+    pub turn_timeout: Duration,
+    /// The most provider tokens (read and written) one turn may use (default 400 000).
+    pub max_tokens_per_turn: u64,
+    /// The same call (tool and arguments) is run at most this many times in one turn
+    /// (default 3); the next one is refused as a loop.
+    pub max_repeats: usize,
+    /// A tool result is cut to this many characters before it is stored and sent back.
+    pub max_result_chars: usize,
+}
+
+impl Default for ToolLimits {
+    fn default() -> Self {
+        ToolLimits {
+            max_calls_per_turn: 25,
+            turn_timeout: Duration::from_secs(600),
+            max_tokens_per_turn: 400_000,
+            max_repeats: 3,
+            max_result_chars: 32_000,
+        }
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -83,6 +120,7 @@ impl Default for RuntimeSettings {
             context: ContextSettings::default(),
             quotas: Quotas::default(),
             max_message_chars: 32_000,
+            tools: ToolLimits::default(),
         }
     }
 }
@@ -108,6 +146,12 @@ pub enum TurnError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// An owner or admin stopped the turn.
+    #[error("the turn was stopped by an owner or admin of the instance")]
+    Stopped,
+    /// The turn ran longer than the limit.
+    #[error("the turn took longer than {0} s and was stopped")]
+    TimedOut(u64),
 }
 
 impl From<StoreError> for TurnError {
@@ -124,6 +168,21 @@ impl From<StoreError> for TurnError {
 pub enum TurnEvent {
     /// More reply text.
     Delta(String),
+    /// The model asked for a tool call (shown before it runs or waits).
+    ToolCall(ToolCall),
+    /// A call waits for an owner's or admin's approval.
+    ApprovalRequired(Approval),
+    /// A tool call finished (or was refused); what the model is told.
+    ToolResult {
+        /// The call it answers.
+        call_id: String,
+        /// The tool's name.
+        tool: String,
+        /// What the model sees.
+        content: String,
+        /// Whether it reports a failure.
+        is_error: bool,
+    },
     /// The reply is complete and stored.
     Finished {
         /// The stored assistant message.
@@ -166,6 +225,10 @@ pub struct Runtime {
     platform_key: Option<SecretString>,
     clock: Arc<dyn Clock>,
     settings: RuntimeSettings,
+    executor: Option<Arc<dyn ToolExecutor>>,
+    approvals: Option<Arc<ApprovalHub>>,
+    running: StdMutex<HashMap<InstanceId, Vec<(u64, tokio::task::AbortHandle)>>>,
+    next_turn: std::sync::atomic::AtomicU64,
 }
 
 /// The stored form of a message: the provider message as JSON.
@@ -189,7 +252,57 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         settings: RuntimeSettings,
     ) -> Self {
-        Self { store, provider, platform_key, clock, settings }
+        Self {
+            store,
+            provider,
+            platform_key,
+            clock,
+            settings,
+            executor: None,
+            approvals: None,
+            running: StdMutex::new(HashMap::new()),
+            next_turn: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Gives the runtime its tools: `executor` runs sandbox tools (none when this server has
+    /// no sandbox: only `memory_write` is then offered), `approvals` decides elevated calls
+    /// (without it they are refused).
+    pub fn with_tools(mut self, executor: Option<Arc<dyn ToolExecutor>>, approvals: Option<Arc<ApprovalHub>>) -> Self {
+        self.executor = executor;
+        self.approvals = approvals;
+        self
+    }
+
+    /// The approval hub, when tools are wired.
+    pub fn approvals(&self) -> Option<&Arc<ApprovalHub>> {
+        self.approvals.as_ref()
+    }
+
+    /// The instance's tool policy (the defaults when none is stored).
+    pub async fn policy_of(&self, instance: InstanceId) -> Result<ToolPolicy, TurnError> {
+        let stored = self.store.tool_policy(&Principal::System, instance).await?;
+        Ok(match stored {
+            None => ToolPolicy::default(),
+            Some(body) => serde_json::from_str(&body).unwrap_or_else(|err| {
+                // Stored by this code after validation; unreadable means a newer format.
+                tracing::error!(error = %err, %instance, "unreadable tool policy; using the defaults");
+                ToolPolicy::default()
+            }),
+        })
+    }
+
+    /// Stops every running turn of `instance` and kills the processes of its sandboxes.
+    /// Returns how many turns were stopped.
+    pub async fn stop_instance(&self, instance: InstanceId) -> usize {
+        let turns = lock(&self.running).remove(&instance).unwrap_or_default();
+        for (_, handle) in &turns {
+            handle.abort();
+        }
+        if let Some(executor) = &self.executor {
+            executor.stop_instance(instance).await;
+        }
+        turns.len()
     }
 
     /// The settings.
@@ -271,9 +384,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// Starts the provider call for the conversation's latest message in a task of its own
-    /// and returns its events. `client_context` is text an OpenAI-compatible client sent as
-    /// system messages (placed below the agent's own prompt).
+    /// Starts the turn for the conversation's latest message in a task of its own and
+    /// returns its events. `client_context` is text an OpenAI-compatible client sent as
+    /// system messages (placed below the agent's own prompt). The turn runs to its end (or
+    /// its time limit, or an owner's stop) even when the receiver is dropped.
     pub fn respond(
         self: &Arc<Self>,
         caller: UserId,
@@ -282,8 +396,28 @@ impl Runtime {
     ) -> mpsc::Receiver<TurnEvent> {
         let (tx, rx) = mpsc::channel(64);
         let runtime = Arc::clone(self);
+        let instance = conversation.instance_id;
+        let inner_tx = tx.clone();
+        let worker = Arc::clone(self);
+        let mut inner =
+            tokio::spawn(async move { worker.run(caller, &conversation, &client_context, &inner_tx).await });
+        let turn = self.next_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.running).entry(instance).or_default().push((turn, inner.abort_handle()));
+        let limit = self.settings.tools.turn_timeout;
         tokio::spawn(async move {
-            let event = match runtime.run(caller, &conversation, &client_context, &tx).await {
+            let result = match tokio::time::timeout(limit, &mut inner).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) if join.is_cancelled() => Err(TurnError::Stopped),
+                Ok(Err(_)) => Err(TurnError::Store(StoreError::Corrupt("the turn failed unexpectedly".into()))),
+                Err(_) => {
+                    inner.abort();
+                    Err(TurnError::TimedOut(limit.as_secs()))
+                }
+            };
+            if let Some(turns) = lock(&runtime.running).get_mut(&instance) {
+                turns.retain(|(id, _)| *id != turn);
+            }
+            let event = match result {
                 Ok(done) => done,
                 Err(err) => {
                     let (code, message) = match &err {
@@ -292,6 +426,8 @@ impl Runtime {
                             tracing::error!(error = %e, "turn failed in the store");
                             ("internal", "something went wrong on our side".to_owned())
                         }
+                        TurnError::Stopped => ("stopped", err.to_string()),
+                        TurnError::TimedOut(_) => ("turn_timeout", err.to_string()),
                         other => ("turn_failed", other.to_string()),
                     };
                     TurnEvent::Failed { code, message }
@@ -311,65 +447,327 @@ impl Runtime {
         tx: &mpsc::Sender<TurnEvent>,
     ) -> Result<TurnEvent, TurnError> {
         let principal = Principal::User { user: caller };
+        let instance = conversation.instance_id;
         let files: Vec<WorkspaceFile> = self
             .store
-            .read_files(&Principal::System, conversation.instance_id)
+            .read_files(&Principal::System, instance)
             .await?
             .into_iter()
             .filter_map(|(path, content)| WorkspacePath::parse(&path).ok().map(|path| WorkspaceFile { path, content }))
             .collect();
-        let history: Vec<ChatMessage> = self
+        let mut history: Vec<ChatMessage> = self
             .store
             .messages(&principal, conversation.id, self.settings.history_messages)
             .await?
             .iter()
             .filter_map(|m| decode_message(&m.body))
             .collect();
-        let request = build_request(
-            ContextInput {
-                files: &files,
-                history: &history,
-                client_context,
-                tools: &[],
-                model: &self.settings.model,
-                max_tokens: self.settings.max_tokens,
-            },
-            &self.settings.context,
-        );
+        let tier = self.tier_of(instance).await?;
+        let policy = if tier == Tier::Base { ToolPolicy::default() } else { self.policy_of(instance).await? };
+        let offered: Vec<ToolName> =
+            policy.offered(tier).into_iter().filter(|t| !t.needs_sandbox() || self.executor.is_some()).collect();
+        let definitions: Vec<_> = offered.iter().map(|t| t.definition()).collect();
         // The caller's own key for this provider (BYOK), else the platform's.
         let own = self.store.use_credential(&Principal::System, caller, self.provider.name()).await?;
         let key = own.as_ref().or(self.platform_key.as_ref());
-        let mut stream = self.provider.stream(&request, key).await?;
-        let mut text = String::new();
-        let mut usage = Usage::default();
-        while let Some(event) = stream.next().await {
-            match event? {
-                StreamEvent::TextDelta(delta) => {
-                    text.push_str(&delta);
-                    let _ = tx.send(TurnEvent::Delta(delta)).await;
+        let limits = &self.settings.tools;
+        let mut loop_state = LoopState::default();
+        let ctx = ToolContext { instance, member: caller, egress_allow: policy.egress_allow.clone() };
+        // Each round is one provider call; bounded by the call limit (every round but the
+        // last runs at least one call).
+        for _round in 0..=limits.max_calls_per_turn + 1 {
+            let tools_now = if loop_state.tools_closed { &[][..] } else { &definitions[..] };
+            let request = build_request(
+                ContextInput {
+                    files: &files,
+                    history: &history,
+                    client_context,
+                    tools: tools_now,
+                    model: &self.settings.model,
+                    max_tokens: self.settings.max_tokens,
+                },
+                &self.settings.context,
+            );
+            let mut stream = self.provider.stream(&request, key).await?;
+            let mut text = String::new();
+            let mut usage = Usage::default();
+            let mut calls: Vec<ToolCall> = Vec::new();
+            let mut stop = StopReason::EndTurn;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    StreamEvent::TextDelta(delta) => {
+                        text.push_str(&delta);
+                        let _ = tx.send(TurnEvent::Delta(delta)).await;
+                    }
+                    StreamEvent::Usage(u) => usage = u,
+                    StreamEvent::ToolCall(call) => calls.push(call),
+                    StreamEvent::Finish(reason) => {
+                        stop = reason;
+                        break;
+                    }
                 }
-                StreamEvent::Usage(u) => usage = u,
-                StreamEvent::ToolCall(_) => {
-                    // Tools are not offered on this path; a model that calls one anyway gets
-                    // nothing run.
+            }
+            loop_state.tokens = loop_state.tokens.saturating_add(usage.input_tokens + usage.output_tokens);
+            loop_state.usage.input_tokens += usage.input_tokens;
+            loop_state.usage.output_tokens += usage.output_tokens;
+            let now = self.clock.now_millis();
+            let counted = DailyUsage {
+                messages: 0,
+                input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
+                output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
+                tool_calls: 0,
+            };
+            let over_budget = loop_state.tokens > limits.max_tokens_per_turn;
+            if calls.is_empty() || over_budget || loop_state.tools_closed && stop != StopReason::ToolUse {
+                if over_budget && !calls.is_empty() {
+                    text.push_str(&format!(
+                        "\n\n[clawden stopped this turn: it used more than {} tokens]",
+                        limits.max_tokens_per_turn
+                    ));
                 }
-                StreamEvent::Finish(_) => break,
+                let body = encode_message(&ChatMessage::assistant(text.clone()));
+                let reply = self
+                    .store
+                    .append_reply(&Principal::System, caller, conversation.id, &body, &utc_day(now), counted, now)
+                    .await?;
+                return Ok(TurnEvent::Finished { reply, text, usage: loop_state.usage });
+            }
+            let assistant = ChatMessage::Assistant { content: text.clone(), tool_calls: calls.clone() };
+            self.store
+                .append_reply(
+                    &Principal::System,
+                    caller,
+                    conversation.id,
+                    &encode_message(&assistant),
+                    &utc_day(now),
+                    counted,
+                    now,
+                )
+                .await?;
+            history.push(assistant);
+            for call in calls {
+                let _ = tx.send(TurnEvent::ToolCall(call.clone())).await;
+                let output =
+                    self.tool_call(&ctx, conversation, tier, &policy, &offered, &call, &mut loop_state, tx).await;
+                let content = cut_chars(&output.content, limits.max_result_chars);
+                let result = ChatMessage::ToolResult {
+                    call_id: call.id.clone(),
+                    content: content.clone(),
+                    is_error: output.is_error,
+                };
+                self.store
+                    .append_server_message(
+                        &Principal::System,
+                        caller,
+                        conversation.id,
+                        "tool",
+                        &encode_message(&result),
+                        self.clock.now_millis(),
+                    )
+                    .await?;
+                let _ = tx
+                    .send(TurnEvent::ToolResult {
+                        call_id: call.id.clone(),
+                        tool: call.name.clone(),
+                        content,
+                        is_error: output.is_error,
+                    })
+                    .await;
+                history.push(result);
+            }
+        }
+        // Unreachable in practice: the tools close once the call limit is reached, and the
+        // round after that ends the turn. Still, never loop without end.
+        let now = self.clock.now_millis();
+        let text = "[clawden stopped this turn: too many rounds of tool calls]".to_owned();
+        let body = encode_message(&ChatMessage::assistant(text.clone()));
+        let reply = self
+            .store
+            .append_reply(&Principal::System, caller, conversation.id, &body, &utc_day(now), DailyUsage::default(), now)
+            .await?;
+        Ok(TurnEvent::Finished { reply, text, usage: loop_state.usage })
+    }
+
+    /// Decides and runs one tool call; every refusal is a result the model reads.
+    #[allow(clippy::too_many_arguments)]
+    async fn tool_call(
+        &self,
+        ctx: &ToolContext,
+        conversation: &Conversation,
+        tier: Tier,
+        policy: &ToolPolicy,
+        offered: &[ToolName],
+        call: &ToolCall,
+        state: &mut LoopState,
+        tx: &mpsc::Sender<TurnEvent>,
+    ) -> ToolOutput {
+        let limits = &self.settings.tools;
+        if state.tools_closed {
+            return ToolOutput::error("no more tool calls in this turn; answer with what you have");
+        }
+        let verdict = policy.check(tier, &call.name, &call.arguments);
+        if let Verdict::Refused(why) = verdict {
+            return ToolOutput::error(format!("refused: {why}"));
+        }
+        let Some(tool) = ToolName::parse(&call.name).filter(|t| offered.contains(t)) else {
+            return ToolOutput::error(format!(
+                "refused: the tool {} is not available on this server (it needs a sandbox)",
+                call.name
+            ));
+        };
+        let digest = call_digest(&call.name, &call.arguments);
+        let seen = state.repeats.entry(digest.clone()).or_insert(0);
+        *seen += 1;
+        if *seen > limits.max_repeats {
+            state.tools_closed = true;
+            return ToolOutput::error(format!(
+                "refused: this exact call was already made {} times in this turn (a loop); answer with what you have",
+                limits.max_repeats
+            ));
+        }
+        state.calls += 1;
+        if state.calls > limits.max_calls_per_turn {
+            state.tools_closed = true;
+            return ToolOutput::error(format!(
+                "refused: the limit of {} tool calls in one turn is reached; answer with what you have",
+                limits.max_calls_per_turn
+            ));
+        }
+        if verdict == Verdict::NeedsApproval {
+            let Some(hub) = &self.approvals else {
+                return ToolOutput::error("refused: this call needs an approval and approvals are not available");
+            };
+            let pending =
+                match hub.request(ctx.instance, conversation.id, ctx.member, &call.name, &call.arguments).await {
+                    Ok(pending) => pending,
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not create an approval");
+                        return ToolOutput::error("refused: the approval could not be recorded");
+                    }
+                };
+            let approval = pending.approval.clone();
+            let _ = tx.send(TurnEvent::ApprovalRequired(approval.clone())).await;
+            match pending.decision().await {
+                ApprovalStatus::Allowed => {
+                    // The decision binds this exact call; check the binding once more.
+                    if approval.digest != digest {
+                        return ToolOutput::error("refused: the approval does not match this call");
+                    }
+                }
+                ApprovalStatus::Denied => return ToolOutput::error("denied: an owner or admin denied this call"),
+                ApprovalStatus::Expired | ApprovalStatus::Pending => {
+                    return ToolOutput::error(format!(
+                        "denied: nobody approved this call within {} s",
+                        hub.settings().timeout.as_secs()
+                    ))
+                }
             }
         }
         let now = self.clock.now_millis();
-        let body = encode_message(&ChatMessage::assistant(text.clone()));
-        let counted = DailyUsage {
-            messages: 0,
-            input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
-            output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
-            tool_calls: 0,
+        let limit = self.settings.quotas.tool_calls(tier);
+        match self.store.count_tool_call(&Principal::System, ctx.member, &utc_day(now), limit).await {
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded) => {
+                state.tools_closed = true;
+                return ToolOutput::error(format!("refused: today's quota of {limit} tool calls is spent"));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not count a tool call");
+                return ToolOutput::error("refused: the tool call could not be counted");
+            }
+        }
+        let output = match tool {
+            ToolName::MemoryWrite => self.memory_write(ctx.instance, &call.arguments).await,
+            sandboxed => match &self.executor {
+                Some(executor) => executor.run(ctx, sandboxed, &call.arguments).await,
+                None => ToolOutput::error("the sandbox is not available on this server"),
+            },
         };
-        // The reply and its token counts in one write transaction.
-        let reply = self
+        let event = AuditEvent {
+            chain: AuditChain::Instance(ctx.instance),
+            actor: Some(ctx.member),
+            instance: Some(ctx.instance),
+            action: "tool.run".into(),
+            target: format!("tool:{tool}"),
+            outcome: if output.is_error { Outcome::Failure } else { Outcome::Success },
+            ip: None,
+            at: self.clock.now_millis(),
+        };
+        if let Err(err) = self.store.record(event).await {
+            tracing::error!(error = %err, "could not record a tool call");
+        }
+        output
+    }
+
+    /// `memory_write`: appends to or replaces `MEMORY.md`, under the same rules as the files
+    /// API. The only workspace file the agent may change.
+    async fn memory_write(&self, instance: InstanceId, arguments: &serde_json::Value) -> ToolOutput {
+        let Some(content) = arguments.get("content").and_then(|c| c.as_str()) else {
+            return ToolOutput::error("the content argument is missing");
+        };
+        let replace = match arguments.get("mode").and_then(|m| m.as_str()) {
+            None | Some("append") => false,
+            Some("replace") => true,
+            Some(other) => return ToolOutput::error(format!("mode must be append or replace, not {other:?}")),
+        };
+        let path = WorkspacePath::Memory;
+        debug_assert!(path.agent_may_write());
+        let current = if replace {
+            String::new()
+        } else {
+            match self.store.read_file(&Principal::System, instance, &path.to_string()).await {
+                Ok(text) => text.unwrap_or_default(),
+                Err(err) => {
+                    tracing::error!(error = %err, "could not read MEMORY.md");
+                    return ToolOutput::error("MEMORY.md could not be read");
+                }
+            }
+        };
+        let mut next = current;
+        if !next.is_empty() && !next.ends_with('\n') {
+            next.push('\n');
+        }
+        next.push_str(content);
+        if let Err(err) = crate::workspace::validate_file(&path, next.as_bytes()) {
+            return ToolOutput::error(format!("MEMORY.md not changed: {err}"));
+        }
+        let total = i64::try_from(crate::workspace::MAX_TOTAL_CHARS).unwrap_or(i64::MAX);
+        match self
             .store
-            .append_reply(&Principal::System, caller, conversation.id, &body, &utc_day(now), counted, now)
-            .await?;
-        Ok(TurnEvent::Finished { reply, text, usage })
+            .write_file(&Principal::System, instance, &path.to_string(), &next, total, self.clock.now_millis(), None)
+            .await
+        {
+            Ok(()) => ToolOutput::ok(format!("MEMORY.md now holds {} characters", next.chars().count())),
+            Err(StoreError::LimitReached(_)) => ToolOutput::error("MEMORY.md not changed: the workspace is full"),
+            Err(err) => {
+                tracing::error!(error = %err, "could not write MEMORY.md");
+                ToolOutput::error("MEMORY.md could not be written")
+            }
+        }
+    }
+}
+
+/// What one turn's loop has used so far.
+#[derive(Debug, Default)]
+struct LoopState {
+    calls: usize,
+    tokens: u64,
+    usage: Usage,
+    repeats: HashMap<String, usize>,
+    /// Set when a limit is reached: no tools are offered or run any more this turn.
+    tools_closed: bool,
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a plain map behind; carry on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `text` cut to `max` characters, with a note when cut.
+fn cut_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}\n[cut at {max} characters]", &text[..at]),
     }
 }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use clawden_agent::provider::anthropic::AnthropicSettings;
 use clawden_agent::provider::openai::OpenAiSettings;
 use clawden_agent::provider::{BaseUrl, Provider, ProviderConfig};
-use clawden_agent::runtime::{Quotas, RuntimeSettings, TurnError};
+use clawden_agent::runtime::{Quotas, RuntimeSettings, ToolLimits, TurnError};
 use clawden_core::{Clock, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,13 @@ pub fn runtime_settings(settings: &Settings) -> RuntimeSettings {
             base_tool_calls_per_day: 0,
             invite_tool_calls_per_day: settings.chat.invite_tool_calls_per_day,
         },
+        tools: ToolLimits {
+            max_calls_per_turn: settings.tools.max_calls_per_turn,
+            turn_timeout: settings.tools.turn_timeout,
+            max_tokens_per_turn: settings.tools.max_tokens_per_turn,
+            max_repeats: settings.tools.max_repeats,
+            max_result_chars: settings.tools.max_result_chars,
+        },
         ..RuntimeSettings::default()
     }
 }
@@ -60,6 +67,14 @@ pub fn turn_error(err: TurnError) -> ApiError {
         }
         TurnError::Provider(p) => ApiError::new(StatusCode::BAD_GATEWAY, p.code(), p.to_string()),
         TurnError::Store(e) => ApiError::internal(e),
+        TurnError::Stopped => {
+            ApiError::new(StatusCode::CONFLICT, "stopped", "the turn was stopped by an owner or admin")
+        }
+        TurnError::TimedOut(secs) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "turn_timeout",
+            format!("the turn took longer than {secs} s and was stopped"),
+        ),
     }
 }
 
@@ -110,6 +125,43 @@ pub struct ChatLimits {
     pub streams: Arc<Slots>,
     /// WebSockets open now, per user.
     pub sockets: Arc<Slots>,
+    /// Replies of turns that finished in the background (after a 202), for the user's
+    /// WebSockets.
+    pub background: tokio::sync::broadcast::Sender<BackgroundReply>,
+}
+
+/// A reply that landed after its request had already been answered.
+#[derive(Debug, Clone)]
+pub struct BackgroundReply {
+    /// Whose conversation.
+    pub user: UserId,
+    /// The conversation.
+    pub conversation: clawden_core::ConversationId,
+    /// The stored reply, or the failure.
+    pub outcome: Result<clawden_store::StoredMessage, (&'static str, String)>,
+}
+
+/// Reads a turn's remaining events in the background and announces its end on the user's
+/// WebSockets.
+pub fn finish_in_background(
+    limits: &Arc<ChatLimits>,
+    user: UserId,
+    conversation: clawden_core::ConversationId,
+    mut events: tokio::sync::mpsc::Receiver<clawden_agent::runtime::TurnEvent>,
+) {
+    let feed = limits.background.clone();
+    tokio::spawn(async move {
+        use clawden_agent::runtime::TurnEvent;
+        while let Some(event) = events.recv().await {
+            let outcome = match event {
+                TurnEvent::Finished { reply, .. } => Ok(reply),
+                TurnEvent::Failed { code, message } => Err((code, message)),
+                _ => continue,
+            };
+            let _ = feed.send(BackgroundReply { user, conversation, outcome });
+            break;
+        }
+    });
 }
 
 impl ChatLimits {
@@ -120,6 +172,7 @@ impl ChatLimits {
             per_minute: WindowCounter::new(settings.chat.messages_per_minute, 60_000),
             streams: Arc::default(),
             sockets: Arc::default(),
+            background: tokio::sync::broadcast::channel(256).0,
         }
     }
 

@@ -152,6 +152,17 @@ impl Server {
                     (None, Some(Arc::<str>::from(why)))
                 }
             };
+        // Approvals left pending by an earlier run have no turn waiting for them any more.
+        store.expire_all_pending(&clawden_core::Principal::System, clock.now_millis()).await?;
+        let approvals = clawden_agent::approvals::ApprovalHub::new(
+            store.clone(),
+            clock.clone(),
+            clawden_agent::approvals::ApprovalSettings {
+                timeout: settings.tools.approval_timeout,
+                poll_interval: settings.tools.approval_poll_interval,
+            },
+        );
+        let runtime = runtime.with_tools(sandbox::tool_executor(&settings, sandbox.as_ref()), Some(approvals));
         // Bound before `listening on` is printed, so a `clawden sandbox exec` right after finds it.
         let admin = if settings.sandbox.admin_socket {
             Some(admin_socket::AdminSocket::bind(&settings.admin_socket_path()).map_err(LaunchError::AdminSocket)?)

@@ -122,6 +122,15 @@ pub fn build_manager(
     ))
 }
 
+/// The executor of the agent's sandbox tools, when this server has sandboxes.
+pub fn tool_executor(
+    _settings: &Settings,
+    manager: Option<&Arc<SandboxManager>>,
+) -> Option<Arc<dyn clawden_agent::tools::ToolExecutor>> {
+    let _ = manager?;
+    None
+}
+
 /// Why an exec was refused before anything started.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecRefused {

@@ -90,6 +90,72 @@ pub struct Settings {
     pub chat: ChatSettings,
     /// Sandboxes of invite-tier instances.
     pub sandbox: SandboxSettings,
+    /// The agent loop: tool limits and approvals.
+    pub tools: ToolSettings,
+}
+
+/// The agent loop's limits and the approval of elevated tool calls. Every duration is a
+/// setting, so tests make them short.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolSettings {
+    /// The most tool calls in one turn.
+    pub max_calls_per_turn: usize,
+    /// The longest one turn may run, approvals included.
+    #[serde(with = "humantime_serde")]
+    pub turn_timeout: Duration,
+    /// The most provider tokens one turn may use.
+    pub max_tokens_per_turn: u64,
+    /// The same call may run this many times in one turn; the next is refused as a loop.
+    pub max_repeats: usize,
+    /// Tool results are cut to this many characters.
+    pub max_result_chars: usize,
+    /// No decision on an approval within this long means denied.
+    #[serde(with = "humantime_serde")]
+    pub approval_timeout: Duration,
+    /// How often a waiting turn re-reads its approval (decisions taken on another server).
+    #[serde(with = "humantime_serde")]
+    pub approval_poll_interval: Duration,
+    /// A non-streaming send still waiting for an approval after this long answers 202
+    /// `waiting_for_approval` and the turn finishes in the background.
+    #[serde(with = "humantime_serde")]
+    pub approval_response_after: Duration,
+    /// `exec` output (stdout and stderr each) is cut at this many bytes.
+    pub exec_output_bytes: usize,
+    /// `exec` runs this long unless the model asks for another limit.
+    #[serde(with = "humantime_serde")]
+    pub exec_default_timeout: Duration,
+    /// The longest `exec` limit a model may ask for.
+    #[serde(with = "humantime_serde")]
+    pub exec_max_timeout: Duration,
+    /// `read` returns at most this many bytes; `write` accepts at most this many.
+    pub file_bytes: usize,
+    /// `web_fetch` reads at most this many bytes of a response.
+    pub fetch_bytes: usize,
+    /// `web_fetch` gives up after this long.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for ToolSettings {
+    fn default() -> Self {
+        Self {
+            max_calls_per_turn: 25,
+            turn_timeout: Duration::from_secs(600),
+            max_tokens_per_turn: 400_000,
+            max_repeats: 3,
+            max_result_chars: 32_000,
+            approval_timeout: Duration::from_secs(300),
+            approval_poll_interval: Duration::from_secs(2),
+            approval_response_after: Duration::from_secs(30),
+            exec_output_bytes: 64 * 1024,
+            exec_default_timeout: Duration::from_secs(60),
+            exec_max_timeout: Duration::from_secs(600),
+            file_bytes: 1024 * 1024,
+            fetch_bytes: 2 * 1024 * 1024,
+            fetch_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Sandboxes (DESIGN.md invariant 5): lifecycle, limits, the local admin socket.
@@ -324,6 +390,7 @@ impl Default for Settings {
             openai_base_url: None,
             chat: ChatSettings::default(),
             sandbox: SandboxSettings::default(),
+            tools: ToolSettings::default(),
         }
     }
 }

@@ -553,7 +553,8 @@ pub trait ToolStore {
 
     /// Marks a still-pending approval expired (nobody decided in time); system only. `false`
     /// when it was decided meanwhile.
-    async fn expire_approval(&self, by: &Principal, id: clawden_core::ApprovalId, now: UnixMillis) -> StoreResult<bool>;
+    async fn expire_approval(&self, by: &Principal, id: clawden_core::ApprovalId, now: UnixMillis)
+        -> StoreResult<bool>;
 
     /// Expires every pending approval (at start: no turn waits for them any more); system only.
     async fn expire_all_pending(&self, by: &Principal, now: UnixMillis) -> StoreResult<u64>;

@@ -150,7 +150,9 @@ fn egress_domain(raw: &str) -> Result<String, String> {
     if name.len() > 253 || !name.contains('.') || !name.split('.').all(valid_label) {
         return Err(format!("{raw:?} is not a domain name (like example.com or *.example.com)"));
     }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() || name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(format!("{raw:?} is an address; egress_allow takes domain names only"));
     }
     Ok(d)
@@ -160,7 +162,8 @@ impl ToolPolicy {
     /// Checks every field and normalises names (lowercase, scratch paths resolved, domains
     /// without trailing dots). The error says what is wrong, for a 422.
     pub fn validated(mut self) -> Result<ToolPolicy, String> {
-        for (field, entries) in [("allow", &mut self.allow), ("deny", &mut self.deny), ("elevated", &mut self.elevated)] {
+        for (field, entries) in [("allow", &mut self.allow), ("deny", &mut self.deny), ("elevated", &mut self.elevated)]
+        {
             if entries.len() > MAX_ENTRIES {
                 return Err(format!("{field} has more than {MAX_ENTRIES} entries"));
             }
@@ -240,7 +243,8 @@ impl ToolPolicy {
         if !expand_all(&self.elevated).contains(&tool) {
             return Verdict::Allowed;
         }
-        let in_scratch = |p: &String| self.scratch.iter().any(|s| p.starts_with(&format!("{}/", s.trim_end_matches('/'))));
+        let in_scratch =
+            |p: &String| self.scratch.iter().any(|s| p.starts_with(&format!("{}/", s.trim_end_matches('/'))));
         if matches!(tool, ToolName::Write | ToolName::Edit) && !targets.is_empty() && targets.iter().all(in_scratch) {
             return Verdict::Allowed;
         }
@@ -319,7 +323,8 @@ pub fn patch_targets(patch: &str) -> Result<Vec<String>, String> {
 /// beyond words and quotes: pipes, redirections, `;`, `&`, variables, command substitution,
 /// globs, `~`, comments, several lines, or an environment assignment first.
 pub fn simple_argv(command: &str) -> Option<Vec<String>> {
-    const META: &[char] = &['|', '&', ';', '<', '>', '(', ')', '$', '`', '*', '?', '[', ']', '{', '}', '~', '#', '!', '\n', '\r'];
+    const META: &[char] =
+        &['|', '&', ';', '<', '>', '(', ')', '$', '`', '*', '?', '[', ']', '{', '}', '~', '#', '!', '\n', '\r'];
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -381,12 +386,12 @@ pub fn simple_argv(command: &str) -> Option<Vec<String>> {
 const RUNS_OTHER_CODE: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "ash", "fish", "csh", "tcsh", "busybox", "python", "python2", "python3",
     "pypy", "pypy3", "perl", "ruby", "node", "nodejs", "deno", "bun", "php", "lua", "luajit", "tclsh", "wish",
-    "rscript", "r", "java", "jshell", "make", "gmake", "cmake", "ninja", "meson", "git", "npm", "npx", "yarn",
-    "pnpm", "cargo", "go", "rustc", "gcc", "g++", "cc", "c++", "clang", "clang++", "env", "xargs", "nice",
-    "nohup", "timeout", "time", "sudo", "su", "doas", "awk", "gawk", "mawk", "nawk", "sed", "find", "exec",
-    "source", ".", "eval", "watch", "strace", "ltrace", "gdb", "chroot", "unshare", "nsenter", "setsid",
-    "stdbuf", "flock", "parallel", "vim", "vi", "nvim", "emacs", "ed", "ex", "less", "more", "man", "ssh",
-    "scp", "rsync", "tar", "zip", "unzip", "pip", "pip3", "uv", "poetry", "pytest", "tox",
+    "rscript", "r", "java", "jshell", "make", "gmake", "cmake", "ninja", "meson", "git", "npm", "npx", "yarn", "pnpm",
+    "cargo", "go", "rustc", "gcc", "g++", "cc", "c++", "clang", "clang++", "env", "xargs", "nice", "nohup", "timeout",
+    "time", "sudo", "su", "doas", "awk", "gawk", "mawk", "nawk", "sed", "find", "exec", "source", ".", "eval", "watch",
+    "strace", "ltrace", "gdb", "chroot", "unshare", "nsenter", "setsid", "stdbuf", "flock", "parallel", "vim", "vi",
+    "nvim", "emacs", "ed", "ex", "less", "more", "man", "ssh", "scp", "rsync", "tar", "zip", "unzip", "pip", "pip3",
+    "uv", "poetry", "pytest", "tox",
 ];
 
 /// Where a sandboxed process can write: a file there may change after an approval.
@@ -414,7 +419,8 @@ pub fn always_allow_refusal(argv: &[String]) -> Option<String> {
         let resolved = sandbox_path(word).unwrap_or_default();
         resolved.is_empty() || WRITABLE.iter().any(|w| resolved == *w || resolved.starts_with(&format!("{w}/")))
     };
-    if program.contains('/') && !["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/"].iter().any(|p| program.starts_with(p)) {
+    if program.contains('/') && !["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/"].iter().any(|p| program.starts_with(p))
+    {
         return Some(format!(
             "{program} is a file in a writable place: its content could change after the approval, so it \
              cannot be allowed always"
@@ -545,7 +551,9 @@ mod tests {
     fn plain_commands_split_and_shell_syntax_does_not() {
         assert_eq!(simple_argv("ls -la /usr"), Some(vec!["ls".into(), "-la".into(), "/usr".into()]));
         assert_eq!(simple_argv("echo 'a b' \"c d\""), Some(vec!["echo".into(), "a b".into(), "c d".into()]));
-        for bad in ["ls | sh", "a; b", "echo $HOME", "echo `id`", "rm *", "X=1 ls", "ls > f", "echo \"$x\"", "ls\nid", "'open"] {
+        for bad in
+            ["ls | sh", "a; b", "echo $HOME", "echo `id`", "rm *", "X=1 ls", "ls > f", "echo \"$x\"", "ls\nid", "'open"]
+        {
             assert_eq!(simple_argv(bad), None, "{bad}");
         }
     }
@@ -553,7 +561,15 @@ mod tests {
     #[test]
     fn allow_always_refuses_writable_scripts_and_interpreters() {
         let mut p = ToolPolicy::default();
-        for command in ["/workspace/run.sh", "./run.sh", "/tmp/x", "bash run.sh", "python3 -c 'print(1)'", "cat /workspace/a", "ls | sh"] {
+        for command in [
+            "/workspace/run.sh",
+            "./run.sh",
+            "/tmp/x",
+            "bash run.sh",
+            "python3 -c 'print(1)'",
+            "cat /workspace/a",
+            "ls | sh",
+        ] {
             assert!(p.allow_always("exec", &json!({"command": command})).is_err(), "{command}");
         }
         p.allow_always("exec", &json!({"command": "ls -la"})).unwrap();

@@ -51,6 +51,27 @@ pub struct MessageBody {
     role: String,
     content: String,
     created_at: i64,
+    /// The tool calls an assistant message made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallBody>,
+    /// For a `tool` message: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_id: Option<String>,
+    /// For a `tool` message: whether the tool failed or was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_error: Option<bool>,
+}
+
+/// A tool call as shown.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ToolCallBody {
+    /// The call's id.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its arguments.
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
 }
 
 impl MessageBody {
@@ -63,16 +84,47 @@ impl MessageBody {
     pub fn text(&self) -> &str {
         &self.content
     }
+
+    /// The tool calls of an assistant message.
+    pub fn tool_calls(&self) -> &[ToolCallBody] {
+        &self.tool_calls
+    }
+
+    /// Whether a `tool` message reports a failure.
+    pub fn is_error(&self) -> bool {
+        self.is_error == Some(true)
+    }
 }
 
 impl From<&StoredMessage> for MessageBody {
     fn from(m: &StoredMessage) -> Self {
-        let content = match decode_message(&m.body) {
-            Some(ChatMessage::User { content }) | Some(ChatMessage::Assistant { content, .. }) => content,
-            Some(ChatMessage::ToolResult { content, .. }) => content,
-            None => String::new(),
+        let mut body = Self {
+            id: m.id.clone(),
+            seq: m.seq,
+            role: m.role.clone(),
+            content: String::new(),
+            created_at: m.created_at,
+            tool_calls: Vec::new(),
+            call_id: None,
+            is_error: None,
         };
-        Self { id: m.id.clone(), seq: m.seq, role: m.role.clone(), content, created_at: m.created_at }
+        match decode_message(&m.body) {
+            Some(ChatMessage::User { content }) => body.content = content,
+            Some(ChatMessage::Assistant { content, tool_calls }) => {
+                body.content = content;
+                body.tool_calls = tool_calls
+                    .into_iter()
+                    .map(|c| ToolCallBody { id: c.id, name: c.name, arguments: c.arguments })
+                    .collect();
+            }
+            Some(ChatMessage::ToolResult { call_id, content, is_error }) => {
+                body.content = content;
+                body.call_id = Some(call_id);
+                body.is_error = Some(is_error);
+            }
+            None => {}
+        }
+        body
     }
 }
 
@@ -210,12 +262,63 @@ fn wants_stream(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
 }
 
+/// A turn still waiting for an approval when the request is answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WaitingBody {
+    /// `waiting_for_approval`.
+    status: &'static str,
+    /// The approval it waits for.
+    #[schema(value_type = String)]
+    approval_id: clawden_core::ApprovalId,
+    /// The stored message.
+    message: MessageBody,
+}
+
+/// The server-sent event of a turn event (`None` for the end events, handled by the caller).
+pub fn turn_event_sse(event: &TurnEvent) -> Option<Event> {
+    let data = match event {
+        TurnEvent::Delta(text) => ("delta", serde_json::json!({"text": text})),
+        TurnEvent::ToolCall(call) => {
+            ("tool_call", serde_json::json!({"id": call.id, "name": call.name, "arguments": call.arguments}))
+        }
+        TurnEvent::ApprovalRequired(a) => ("approval_required", approval_json(a)),
+        TurnEvent::ToolResult { call_id, tool, content, is_error } => (
+            "tool_result",
+            serde_json::json!({"call_id": call_id, "tool": tool, "content": content, "is_error": is_error}),
+        ),
+        TurnEvent::Finished { .. } | TurnEvent::Failed { .. } => return None,
+    };
+    Some(Event::default().event(data.0).json_data(data.1).unwrap_or_default())
+}
+
+/// An approval as clients see it (the arguments included: the decider must see what runs).
+pub fn approval_json(a: &clawden_store::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id,
+        "instance_id": a.instance_id,
+        "conversation_id": a.conversation_id,
+        "user_id": a.user_id,
+        "tool": a.tool,
+        "arguments": serde_json::from_str::<serde_json::Value>(&a.arguments).unwrap_or(serde_json::Value::Null),
+        "status": a.status,
+        "always": a.always,
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "decided_at": a.decided_at,
+        "decided_by": a.decided_by,
+    })
+}
+
 /// Sends a message and answers with the agent's reply. The message is stored (and counted)
 /// before the provider is called. With `Accept: text/event-stream` the reply streams as
-/// server-sent events: `message` (the stored message), `delta` (text), then `done` or `error`.
+/// server-sent events: `message` (the stored message), `delta` (text), `tool_call`,
+/// `approval_required` and `tool_result` while the agent uses tools, then `done` or `error`.
+/// Without streaming, a turn still waiting for an approval after 30 s (a setting) answers
+/// 202 `waiting_for_approval`; it finishes in the background and its reply reaches the
+/// user's WebSockets.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "chat", params(("id" = String, Path)), request_body = SendRequest,
-    responses((status = 200, body = SendBody), (status = 404, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody),
-        (status = 502, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SendBody), (status = 202, body = WaitingBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody), (status = 502, body = crate::error::ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     Authed(auth): Authed,
@@ -236,9 +339,6 @@ pub async fn send(
             yield Ok::<_, Infallible>(Event::default().event("message").json_data(&message).unwrap_or_default());
             while let Some(event) = events.recv().await {
                 match event {
-                    TurnEvent::Delta(text) => {
-                        yield Ok(Event::default().event("delta").json_data(serde_json::json!({"text": text})).unwrap_or_default());
-                    }
                     TurnEvent::Finished { reply, .. } => {
                         yield Ok(Event::default().event("done").json_data(MessageBody::from(&reply)).unwrap_or_default());
                         break;
@@ -247,22 +347,45 @@ pub async fn send(
                         yield Ok(Event::default().event("error").json_data(serde_json::json!({"code": code, "message": message})).unwrap_or_default());
                         break;
                     }
+                    other => {
+                        if let Some(sse) = turn_event_sse(&other) {
+                            yield Ok(sse);
+                        }
+                    }
                 }
             }
         };
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
     let _slot = slot;
-    while let Some(event) = events.recv().await {
-        match event {
-            TurnEvent::Delta(_) => {}
-            TurnEvent::Finished { reply, .. } => {
+    let mut waiting: Option<(clawden_core::ApprovalId, tokio::time::Instant)> = None;
+    let answer_after = state.settings.tools.approval_response_after;
+    loop {
+        let next = match waiting {
+            Some((_, deadline)) => match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => events.recv().await,
+        };
+        match next {
+            None => return Err(ApiError::internal("the turn ended without a result")),
+            Some(TurnEvent::Finished { reply, .. }) => {
                 return Ok(Json(SendBody { message, reply: MessageBody::from(&reply) }).into_response());
             }
-            TurnEvent::Failed { code, message } => {
+            Some(TurnEvent::Failed { code, message }) => {
                 return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
             }
+            Some(TurnEvent::ApprovalRequired(a)) => {
+                waiting = Some((a.id, tokio::time::Instant::now() + answer_after));
+            }
+            Some(TurnEvent::ToolResult { .. }) => waiting = None,
+            Some(_) => {}
         }
     }
-    Err(ApiError::internal("the turn ended without a result"))
+    // Still waiting: answer now, finish in the background.
+    let approval_id = waiting.map(|(a, _)| a).ok_or_else(|| ApiError::internal("no approval to wait for"))?;
+    crate::chat::finish_in_background(&state.chat, user, id, events);
+    Ok((StatusCode::ACCEPTED, Json(WaitingBody { status: "waiting_for_approval", approval_id, message }))
+        .into_response())
 }

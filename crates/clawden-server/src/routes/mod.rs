@@ -13,6 +13,7 @@ pub mod keys;
 pub mod me;
 pub mod members;
 pub mod openai;
+pub mod tools;
 pub mod totp;
 pub mod ws;
 
@@ -71,6 +72,10 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::admin_log))
         .routes(routes!(admin::config))
         .routes(routes!(audit::list))
+        .routes(routes!(tools::get_policy, tools::put_policy))
+        .routes(routes!(tools::list_approvals))
+        .routes(routes!(tools::decide))
+        .routes(routes!(tools::stop))
         .routes(routes!(me::notices))
         .split_for_parts()
 }

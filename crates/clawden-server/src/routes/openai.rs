@@ -133,16 +133,34 @@ pub async fn completions(
                         yield Ok(Event::default().data(json!({"error": {"code": code, "message": message}}).to_string()));
                         break;
                     }
+                    TurnEvent::ApprovalRequired(a) => {
+                        // Shown as text, which every OpenAI client prints; the stream stays
+                        // open (kept alive with comments) until the decision.
+                        yield Ok(Event::default().data(chunk(json!({"content": pending_text(&a)}), Value::Null).to_string()));
+                    }
+                    TurnEvent::ToolCall(_) | TurnEvent::ToolResult { .. } => {}
                 }
             }
             yield Ok(Event::default().data("[DONE]"));
         };
-        return Ok(Sse::new(stream).into_response());
+        return Ok(Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default()).into_response());
     }
     let _slot = slot;
-    while let Some(event) = events.recv().await {
+    let mut waiting: Option<(clawden_store::Approval, tokio::time::Instant)> = None;
+    let answer_after = state.settings.tools.approval_response_after;
+    loop {
+        let next = match &waiting {
+            Some((_, deadline)) => match tokio::time::timeout_at(*deadline, events.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => events.recv().await,
+        };
+        let Some(event) = next else { return Err(ApiError::internal("the turn ended without a result")) };
         match event {
-            TurnEvent::Delta(_) => {}
+            TurnEvent::ApprovalRequired(a) => waiting = Some((a, tokio::time::Instant::now() + answer_after)),
+            TurnEvent::ToolResult { .. } => waiting = None,
+            TurnEvent::Delta(_) | TurnEvent::ToolCall(_) => {}
             TurnEvent::Finished { text, usage, .. } => {
                 return Ok(Json(json!({
                     "id": id, "object": "chat.completion", "created": created, "model": req.model,
@@ -155,5 +173,24 @@ pub async fn completions(
             TurnEvent::Failed { code, message } => return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message)),
         }
     }
-    Err(ApiError::internal("the turn ended without a result"))
+    // Still waiting for a decision: a completion that says so; the turn finishes in the
+    // background and its reply lands in the conversation.
+    let Some((approval, _)) = waiting else { return Err(ApiError::internal("no approval to wait for")) };
+    crate::chat::finish_in_background(&state.chat, user, approval.conversation_id, events);
+    Ok(Json(json!({
+        "id": id, "object": "chat.completion", "created": created, "model": req.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": pending_text(&approval)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "clawden": {"status": "waiting_for_approval", "approval_id": approval.id, "conversation_id": approval.conversation_id}
+    }))
+    .into_response())
+}
+
+/// The text that tells an OpenAI-compatible client a tool call waits for an approval.
+fn pending_text(a: &clawden_store::Approval) -> String {
+    format!(
+        "[clawden: the agent's `{}` call waits for approval {}. An owner or admin of the instance can allow or \
+         deny it on the dashboard's Approvals page; the reply then lands in conversation {}.]",
+        a.tool, a.id, a.conversation_id
+    )
 }

@@ -3,15 +3,17 @@
 //! (`{"type":"auth","token":"…"}`) — never in the URL — within the authentication timeout.
 //!
 //! Client frames: `{"type":"chat","conversation_id","content"}`, `{"type":"ping"}`.
-//! Server frames: `accepted`, `delta`, `done`, `error`, `pong`, and `gateway_token_rotated`
-//! for instances the caller owns. Outgoing frames go through a bounded queue: a client that
+//! Server frames: `accepted`, `delta`, `tool_call`, `approval_required`, `tool_result`,
+//! `done`, `error`, `pong`; `gateway_token_rotated` for instances the caller owns;
+//! `approval_required` and `approval_decided` for every approval of instances the caller owns
+//! or administers; and `done` for a turn that finished in the background after a 202. Outgoing frames go through a bounded queue: a client that
 //! does not read is disconnected rather than buffered without end.
 
 use crate::auth::{authenticate_bearer, Auth, MaybeAuthed};
 use crate::chat::turn_error;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::routes::conversations::MessageBody;
+use crate::routes::conversations::{approval_json, MessageBody};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -104,6 +106,12 @@ async fn session(state: AppState, mut socket: WebSocket, auth: Option<Auth>, ip:
     });
     let _ = out.try_send(frame(json!({"type": "ready", "user_id": user})));
     let mut notices = state.notices.0.subscribe();
+    let mut background = state.chat.background.subscribe();
+    let mut approvals = match state.runtime.approvals() {
+        Some(hub) => hub.subscribe(),
+        // No hub: a receiver that never yields.
+        None => tokio::sync::broadcast::channel(1).1,
+    };
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -140,6 +148,39 @@ async fn session(state: AppState, mut socket: WebSocket, auth: Option<Auth>, ip:
                     let value = json!({"type": "gateway_token_rotated", "instance_id": notice.instance,
                         "token": notice.token.expose(), "previous_valid_until": notice.overlap_until});
                     if out.try_send(frame(value)).is_err() {
+                        break;
+                    }
+                }
+            }
+            reply = background.recv() => {
+                let Ok(reply) = reply else { continue };
+                if reply.user != user {
+                    continue;
+                }
+                let value = match reply.outcome {
+                    Ok(message) => json!({"type": "done", "conversation_id": reply.conversation,
+                        "reply": MessageBody::from(&message)}),
+                    Err((code, message)) => json!({"type": "error", "conversation_id": reply.conversation,
+                        "code": code, "message": message}),
+                };
+                if out.try_send(frame(value)).is_err() {
+                    break;
+                }
+            }
+            approval = approvals.recv() => {
+                let Ok(approval) = approval else { continue };
+                // Owners and admins of the instance see its approvals (a gateway token acts as
+                // the owner of its own instance only).
+                let decider = match auth.gateway_instance() {
+                    Some(only) => only == approval.instance_id,
+                    None => matches!(
+                        state.store.role_in(&auth.principal(), approval.instance_id).await.ok().flatten(),
+                        Some(Role::Owner | Role::Admin)
+                    ),
+                };
+                if decider {
+                    let kind = if approval.status == clawden_store::ApprovalStatus::Pending { "approval_required" } else { "approval_decided" };
+                    if out.try_send(frame(json!({"type": kind, "approval": approval_json(&approval)}))).is_err() {
                         break;
                     }
                 }
@@ -193,6 +234,13 @@ async fn chat(state: AppState, auth: Auth, id: ConversationId, content: String, 
             TurnEvent::Failed { code, message } => {
                 json!({"type": "error", "conversation_id": id, "code": code, "message": message})
             }
+            TurnEvent::ToolCall(call) => json!({"type": "tool_call", "conversation_id": id,
+                "call": {"id": call.id, "name": call.name, "arguments": call.arguments}}),
+            TurnEvent::ApprovalRequired(a) => {
+                json!({"type": "approval_required", "conversation_id": id, "approval": approval_json(&a)})
+            }
+            TurnEvent::ToolResult { call_id, tool, content, is_error } => json!({"type": "tool_result",
+                "conversation_id": id, "call_id": call_id, "tool": tool, "content": content, "is_error": is_error}),
         };
         if out.try_send(frame(value)).is_err() {
             return;

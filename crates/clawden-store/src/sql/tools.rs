@@ -169,11 +169,8 @@ impl ToolStore for SqlStore {
         } else {
             format!("SELECT {APPROVAL_COLUMNS} FROM approvals a WHERE a.id = $1 AND {DECIDER}")
         };
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .bind(viewer)
-            .fetch_optional(&mut *self.conn(by).await?)
-            .await?;
+        let row =
+            sqlx::query(&sql).bind(id.to_string()).bind(viewer).fetch_optional(&mut *self.conn(by).await?).await?;
         match row {
             Some(row) => Ok(Some(self.approval_from_row(&row).await?)),
             None => Ok(None),

@@ -203,9 +203,10 @@ impl SandboxTools {
             let outcome = process.wait().await.map_err(sandbox_error)?;
             Ok(Captured { code: outcome.code, stdout, stdout_truncated, stderr, stderr_truncated })
         };
-        match tokio::time::timeout(timeout + WAIT_GRACE, work).await {
+        let limit = timeout.saturating_add(WAIT_GRACE);
+        match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
-            Err(_) => Err(format!("the sandbox did not finish within {} s", (timeout + WAIT_GRACE).as_secs())),
+            Err(_) => Err(format!("the sandbox did not finish within {} s", limit.as_secs())),
         }
     }
 
@@ -299,9 +300,11 @@ impl SandboxTools {
         let (offset_arg, limit_arg, cap_arg) = (
             offset.to_string(),
             limit.map(|l| l.saturating_add(1).to_string()).unwrap_or_default(),
-            (cap + 1).to_string(),
+            cap.saturating_add(1).to_string(),
         );
-        let out = self.run_script(ctx, READ_LINES, &[&path, &offset_arg, &limit_arg, &cap_arg], None, cap + 1).await?;
+        let out = self
+            .run_script(ctx, READ_LINES, &[&path, &offset_arg, &limit_arg, &cap_arg], None, cap.saturating_add(1))
+            .await?;
         match out.code {
             0 => {}
             EXIT_NOT_FOUND => return Err(format!("{path} does not exist")),
@@ -319,9 +322,10 @@ impl SandboxTools {
             // One line more than asked was read to know whether the file goes on.
             let lines = text.split_inclusive('\n').count() as u64;
             if lines > limit {
-                let keep: usize = text.split_inclusive('\n').take(limit as usize).map(str::len).sum();
+                let keep: usize =
+                    text.split_inclusive('\n').take(usize::try_from(limit).unwrap_or(usize::MAX)).map(str::len).sum();
                 text.truncate(keep);
-                text.push_str(&format!("\n[more lines follow; continue with offset {}]", offset + limit));
+                text.push_str(&format!("\n[more lines follow; continue with offset {}]", offset.saturating_add(limit)));
             }
         }
         if text.is_empty() {
@@ -445,7 +449,7 @@ impl SandboxTools {
         let url = web::check_url(raw, &EgressPolicy { allow: ctx.egress_allow.clone() })?;
         let argv = web::curl_argv(&url, self.settings.web_fetch_timeout, self.settings.web_fetch_body_cap_bytes);
         // curl's own --max-time ends the transfer; the sandbox limit is a backstop past it.
-        let timeout = self.settings.web_fetch_timeout + Duration::from_secs(5);
+        let timeout = self.settings.web_fetch_timeout.saturating_add(Duration::from_secs(5));
         let out = self.run_command(ctx, argv, None, timeout, self.settings.web_fetch_body_cap_bytes).await?;
         web::report(&url, &out, max_chars, self.settings.web_fetch_body_cap_bytes)
     }

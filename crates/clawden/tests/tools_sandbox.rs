@@ -369,11 +369,17 @@ async fn page_server(page: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsi
                         _ => return,
                     }
                 }
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{page}",
-                    page.len()
-                );
+                let response = if head.starts_with(b"GET /redirect ") {
+                    "HTTP/1.1 302 Found\r\nLocation: http://other.test/\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                        .to_owned()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{page}",
+                        page.len()
+                    )
+                };
                 let _ = stream.write_all(response.as_bytes()).await;
                 let _ = stream.shutdown().await;
             });
@@ -428,10 +434,17 @@ async fn web_fetch_reaches_only_allowlisted_names_through_the_egress_proxy() {
         assert!(refused.reason.as_deref().unwrap_or("").contains("169.254.169.254"), "{refused:?}");
         assert_eq!(connections.load(Ordering::SeqCst), 2, "a refused destination was connected to");
 
+        // A redirect to a name off the list is refused by the proxy, not followed.
+        let e = s.err(ToolName::WebFetch, json!({"url": "http://allowed.test/redirect"})).await;
+        assert!(e.contains("the egress proxy refused"), "{e}");
+        let refused = events.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((refused.host.as_str(), refused.allowed), ("other.test", false));
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+
         // A command in the sandbox going around the tool meets the same proxy.
         let raw = s.err(ToolName::Exec, json!({"command": "curl -sS -p -o /dev/null http://other.test/"})).await;
         assert!(raw.contains("403"), "{raw}");
-        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
     })
     .await;
     server_task.abort();

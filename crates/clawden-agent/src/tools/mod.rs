@@ -7,6 +7,7 @@
 //! wait for a human approval and which are refused outright.
 
 pub mod policy;
+pub mod sandboxed;
 
 use async_trait::async_trait;
 use clawden_core::{InstanceId, UserId};

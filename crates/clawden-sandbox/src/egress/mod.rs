@@ -373,3 +373,53 @@ impl EgressProxy {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "testing")]
+mod testing {
+    //! Test-only construction of the proxy for other crates' tests (the `testing` feature, only
+    //! enabled from `[dev-dependencies]`). Every policy check stays as in production; only the
+    //! resolver (a fixed table), the connector (always a given loopback server, so that no
+    //! address outside this machine ever sees a packet) and the loopback exemption differ.
+
+    use super::*;
+    use std::collections::HashMap;
+
+    struct TableResolver(HashMap<String, Vec<IpAddr>>);
+
+    #[async_trait]
+    impl Resolve for TableResolver {
+        async fn resolve(&self, host: &str, _port: u16) -> io::Result<Vec<IpAddr>> {
+            self.0.get(host).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such test name"))
+        }
+    }
+
+    struct LoopbackConnector(SocketAddr);
+
+    #[async_trait]
+    impl Connect for LoopbackConnector {
+        async fn connect(&self, _addr: SocketAddr) -> io::Result<Box<dyn Stream>> {
+            Ok(Box::new(TcpStream::connect(self.0).await?))
+        }
+    }
+
+    impl EgressProxy {
+        /// **Tests only.** A proxy whose names resolve from `names` (any other name fails to
+        /// resolve), which treats `127.0.0.1` as a global address, and which connects every
+        /// allowed destination to `local` instead of the checked address. Refused destinations
+        /// are refused exactly as in production, before any connection.
+        pub fn for_testing(
+            names: HashMap<String, Vec<IpAddr>>,
+            local: SocketAddr,
+            reporter: Option<EgressReporter>,
+        ) -> Arc<Self> {
+            Arc::new(EgressProxy {
+                resolver: Box::new(TableResolver(names)),
+                connector: Box::new(LoopbackConnector(local)),
+                allow_loopback_for_tests: true,
+                host_addrs: host_addresses(),
+                reporter,
+                counters: EgressCounters::default(),
+            })
+        }
+    }
+}

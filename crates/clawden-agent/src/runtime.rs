@@ -7,7 +7,7 @@
 
 use crate::approvals::ApprovalHub;
 use crate::context::{build_request, ContextInput, ContextSettings, WorkspaceFile};
-use crate::provider::{ChatMessage, Provider, ProviderError, StopReason, StreamEvent, ToolCall, Usage};
+use crate::provider::{ChatMessage, Provider, ProviderError, StreamEvent, ToolCall, Usage};
 use crate::tools::policy::{call_digest, ToolPolicy, Verdict};
 use crate::tools::{ToolContext, ToolExecutor, ToolName, ToolOutput};
 use crate::workspace::WorkspacePath;
@@ -492,7 +492,6 @@ impl Runtime {
             let mut text = String::new();
             let mut usage = Usage::default();
             let mut calls: Vec<ToolCall> = Vec::new();
-            let mut stop = StopReason::EndTurn;
             while let Some(event) = stream.next().await {
                 match event? {
                     StreamEvent::TextDelta(delta) => {
@@ -501,10 +500,7 @@ impl Runtime {
                     }
                     StreamEvent::Usage(u) => usage = u,
                     StreamEvent::ToolCall(call) => calls.push(call),
-                    StreamEvent::Finish(reason) => {
-                        stop = reason;
-                        break;
-                    }
+                    StreamEvent::Finish(_) => break,
                 }
             }
             loop_state.tokens = loop_state.tokens.saturating_add(usage.input_tokens + usage.output_tokens);
@@ -518,12 +514,15 @@ impl Runtime {
                 tool_calls: 0,
             };
             let over_budget = loop_state.tokens > limits.max_tokens_per_turn;
-            if calls.is_empty() || over_budget || loop_state.tools_closed && stop != StopReason::ToolUse {
+            if calls.is_empty() || over_budget || loop_state.tools_closed {
                 if over_budget && !calls.is_empty() {
                     text.push_str(&format!(
                         "\n\n[clawden stopped this turn: it used more than {} tokens]",
                         limits.max_tokens_per_turn
                     ));
+                } else if !calls.is_empty() {
+                    // Asked to answer without tools, the model called one anyway.
+                    text.push_str("\n\n[clawden stopped this turn: the agent kept calling tools after its limit]");
                 }
                 let body = encode_message(&ChatMessage::assistant(text.clone()));
                 let reply = self

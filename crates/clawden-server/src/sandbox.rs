@@ -62,7 +62,10 @@ pub fn manager_settings(settings: &Settings) -> ManagerSettings {
 
 /// The local backend's settings: the helper is this very executable (`clawden __sandbox-init`).
 pub fn backend_config(settings: &Settings) -> Result<BackendConfig, String> {
-    let helper = std::env::current_exe().map_err(|e| format!("finding the clawden executable: {e}"))?;
+    let helper = match &settings.sandbox.helper {
+        Some(helper) => helper.clone(),
+        None => std::env::current_exe().map_err(|e| format!("finding the clawden executable: {e}"))?,
+    };
     let mut config = BackendConfig::new(helper, settings.data_dir.join("sandbox").join("state"));
     config.require_landlock = settings.sandbox.require_landlock;
     Ok(config)
@@ -124,11 +127,23 @@ pub fn build_manager(
 
 /// The executor of the agent's sandbox tools, when this server has sandboxes.
 pub fn tool_executor(
-    _settings: &Settings,
+    settings: &Settings,
     manager: Option<&Arc<SandboxManager>>,
 ) -> Option<Arc<dyn clawden_agent::tools::ToolExecutor>> {
-    let _ = manager?;
-    None
+    use clawden_agent::tools::sandboxed::{SandboxToolSettings, SandboxTools};
+    let t = &settings.tools;
+    let tool_settings = SandboxToolSettings {
+        output_cap_bytes: t.exec_output_bytes,
+        read_cap_bytes: t.file_bytes,
+        write_cap_bytes: t.file_bytes,
+        patch_cap_bytes: t.file_bytes,
+        default_exec_timeout: t.exec_default_timeout,
+        max_exec_timeout: t.exec_max_timeout,
+        web_fetch_body_cap_bytes: t.fetch_bytes,
+        web_fetch_timeout: t.fetch_timeout,
+        ..SandboxToolSettings::default()
+    };
+    Some(Arc::new(SandboxTools::new(Arc::clone(manager?), tool_settings)))
 }
 
 /// Why an exec was refused before anything started.

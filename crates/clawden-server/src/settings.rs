@@ -193,6 +193,9 @@ pub struct SandboxSettings {
     pub require_landlock: bool,
     /// Listen on `<data dir>/admin.sock` (0600, own uid only) for `clawden sandbox exec`.
     pub admin_socket: bool,
+    /// The `clawden` executable that sets each sandbox up (`clawden __sandbox-init`);
+    /// default: the running executable. For embedding the server in another program.
+    pub helper: Option<PathBuf>,
     /// A client of the admin socket must send its request within this time.
     #[serde(with = "humantime_serde")]
     pub admin_request_timeout: Duration,
@@ -214,6 +217,7 @@ impl Default for SandboxSettings {
             tmp_mib: 64,
             require_landlock: false,
             admin_socket: true,
+            helper: None,
             admin_request_timeout: Duration::from_secs(5),
         }
     }

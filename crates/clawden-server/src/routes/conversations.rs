@@ -299,6 +299,7 @@ pub fn approval_json(a: &clawden_store::Approval) -> serde_json::Value {
         "conversation_id": a.conversation_id,
         "user_id": a.user_id,
         "tool": a.tool,
+        "digest": a.digest,
         "arguments": serde_json::from_str::<serde_json::Value>(&a.arguments).unwrap_or(serde_json::Value::Null),
         "status": a.status,
         "always": a.always,

@@ -36,7 +36,7 @@ impl SqlStore {
         }
     }
 
-    async fn require_configurer(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
+    pub(super) async fn require_configurer(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
         if by.is_system() {
             return Ok(());
         }
@@ -49,7 +49,7 @@ impl SqlStore {
 
     /// On PostgreSQL, locks a row for the rest of the transaction so concurrent writers of
     /// the same instance or conversation queue instead of racing (SQLite has one writer).
-    async fn lock_row(&self, tx: &mut Transaction<'static, Any>, table: &str, id: &str) -> StoreResult<()> {
+    pub(super) async fn lock_row(&self, tx: &mut Transaction<'static, Any>, table: &str, id: &str) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE")).bind(id).execute(&mut **tx).await?;
         }

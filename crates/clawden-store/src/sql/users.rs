@@ -213,7 +213,7 @@ impl UserStore for SqlStore {
         role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
     }
 
-    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<()> {
+    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<Vec<InstanceId>> {
         if !may_read_user(by, user) {
             return Err(StoreError::Forbidden);
         }
@@ -252,12 +252,14 @@ impl UserStore for SqlStore {
         }
         // Crypto-shredding: with the keys gone, the rows in every older backup stay sealed.
         self.keyring.destroy(crate::KeyOwner::User(user)).await?;
+        let mut deleted = Vec::with_capacity(sole.len());
         for instance in sole {
             if let Ok(id) = instance.parse::<InstanceId>() {
                 self.keyring.destroy(crate::KeyOwner::Instance(id)).await?;
+                deleted.push(id);
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     async fn set_tier(&self, by: &Principal, user: UserId, tier: Tier, audit: AuditEvent) -> StoreResult<()> {

@@ -46,7 +46,9 @@ pub fn agent_id(instance: InstanceId, name: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('-');
-    let short: String = instance.to_string().chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    // The end of the id: its start is a timestamp, shared by instances made close together.
+    let id: Vec<char> = instance.to_string().chars().filter(char::is_ascii_alphanumeric).collect();
+    let short: String = id[id.len().saturating_sub(8)..].iter().collect();
     if slug.is_empty() {
         format!("agent-{short}")
     } else {

@@ -260,12 +260,13 @@ impl AgentStore for SqlStore {
             self.seal(KeyOwner::Instance(instance), "agent_files", "content", path, content.as_bytes(), now).await?;
         let mut tx = self.begin(by).await?;
         self.lock_row(&mut tx.tx, "instances", &instance.to_string()).await?;
-        let others: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(chars), 0) FROM agent_files WHERE instance_id = $1 AND path <> $2")
-                .bind(instance.to_string())
-                .bind(path)
-                .fetch_one(&mut *tx.tx)
-                .await?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(chars), 0) AS BIGINT) FROM agent_files WHERE instance_id = $1 AND path <> $2",
+        )
+        .bind(instance.to_string())
+        .bind(path)
+        .fetch_one(&mut *tx.tx)
+        .await?;
         if others.saturating_add(chars) > max_total_chars {
             return Err(StoreError::LimitReached("workspace size"));
         }

@@ -149,10 +149,12 @@ impl DataStore for SqlStore {
             .execute(&mut *tx.tx)
             .await?;
         }
-        let total: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(chars), 0) FROM agent_files WHERE instance_id = $1")
-            .bind(&id)
-            .fetch_one(&mut *tx.tx)
-            .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(chars), 0) AS BIGINT) FROM agent_files WHERE instance_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx.tx)
+        .await?;
         if total > max_total_chars {
             // Dropping the transaction rolls every write back.
             return Err(StoreError::LimitReached("workspace size"));

@@ -238,6 +238,12 @@ impl UserStore for SqlStore {
         // only its opaque id); so do the chains of the instances deleted with it.
         let mut chains = vec![format!("account:{user}")];
         chains.extend(sole.iter().map(|i| format!("instance:{i}")));
+        // Row-level security lets a user remove audit rows only of instances they still belong
+        // to; their membership is gone by now and account rows belong to no instance. The
+        // caller was authorised above, so the rest of the transaction acts as the server.
+        if self.backend == super::Backend::Postgres {
+            super::set_principal(&mut tx.tx, &Principal::System, true).await?;
+        }
         for chain in &chains {
             sqlx::query("DELETE FROM audit_log WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;
             sqlx::query("DELETE FROM audit_sequences WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;

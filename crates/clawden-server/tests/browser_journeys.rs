@@ -217,13 +217,13 @@ async fn browser_signs_up_chats_audits_exports_and_deletes_the_account() {
     // Deleting the account needs the password and the confirmation.
     type_into(&c, "#delete-password", "not-the-password").await;
     click(&c, "#delete-confirm").await;
-    click(&c, "form[action='/settings/data/delete-account'] button[type=submit]").await;
+    click(&c, "form[action^='/settings/data/delete-account'] button[type=submit]").await;
     let error = wait_for(&c, "#delete-account p.error").await.text().await.unwrap();
     assert!(error.contains("wrong password"), "{error}");
     screenshot(&c, "delete-refused.png").await;
     type_into(&c, "#delete-password", PASSWORD).await;
     click(&c, "#delete-confirm").await;
-    click(&c, "form[action='/settings/data/delete-account'] button[type=submit]").await;
+    click(&c, "form[action^='/settings/data/delete-account'] button[type=submit]").await;
     wait_for(&c, "#account-deleted").await;
     screenshot(&c, "deleted.png").await;
 

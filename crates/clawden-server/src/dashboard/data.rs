@@ -83,7 +83,7 @@ async fn data_view(
                             }
                         }
                     }
-                    p { a.button #clear-history href="/settings/data/clear" { "Clear all history…" } }
+                    p { a.button.danger #clear-history href="/settings/data/clear" { "Clear all history…" } }
                 }
             }
             div.card.danger-zone #delete-account {
@@ -93,7 +93,7 @@ async fn data_view(
                     @else { "the agents you alone own (" (owned.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")) "), with their sandboxes." }
                     " Your encryption keys are destroyed, so no backup can be read afterwards. It cannot be undone — download your data first." }
                 @if let Some(e) = error { p.error role="alert" { (e) } }
-                form method="post" action="/settings/data/delete-account" {
+                form method="post" action="/settings/data/delete-account#delete-account" {
                     input type="hidden" name="csrf_token" value=(csrf);
                     label for="delete-password" { "Your password" }
                     input #delete-password type="password" name="password" autocomplete="current-password" required;
@@ -152,7 +152,7 @@ impl Confirm {
 async fn clear_confirm(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {
     let Some((auth, csrf)) = session(&state, auth) else { return Ok(to_login()) };
     let n = state.store.conversations(&auth.principal()).await?.len();
-    let what = html! { p { "All " (n) " of your conversations and their messages will be deleted." } };
+    let what = html! { p { "Your " (n) @if n == 1 { " conversation" } @else { " conversations" } ", with every message, will be deleted." } };
     Ok(render(
         StatusCode::OK,
         confirm_page(&csrf, &auth.user.email, "Clear all history?", what, "/settings/data/clear", "Clear all history"),

@@ -39,13 +39,12 @@ const MAIN: [(&str, &str, &[&str]); 4] = [
 ];
 
 /// The pages under Settings.
-const SETTINGS: [(&str, &str); 6] = [
+const SETTINGS: [(&str, &str); 5] = [
     ("Account", "/account"),
     ("Security", "/account/security"),
     ("Data", "/settings/data"),
     ("Audit log", "/account/audit"),
     ("Invitations", "/account/invitations"),
-    ("Overview", "/settings"),
 ];
 
 fn covers(path: &str, prefix: &str) -> bool {
@@ -93,7 +92,9 @@ pub fn page(title: &str, signed_in: Option<(&str, &str)>, body: Markup) -> Marku
                     @if signed_in.is_some() && in_settings {
                         nav.sub aria-label="Settings" {
                             @for (label, href) in SETTINGS {
-                                a href=(href) aria-current=[(nav.path == href).then_some("page")] { (label) }
+                                // `/account` is also the prefix of its siblings: it is current only itself.
+                                @let current = nav.path == href || (href != "/account" && covers(&nav.path, href));
+                                a href=(href) aria-current=[current.then_some("page")] { (label) }
                             }
                         }
                     }

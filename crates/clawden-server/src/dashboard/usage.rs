@@ -88,14 +88,16 @@ fn chart(days: &[UsageDay]) -> Markup {
         svg.chart #usage-chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby="chart-title" aria-describedby="chart-desc" {
             desc #chart-desc { (label) }
             line.axis x1="0" y1=(HEIGHT - BOTTOM) x2=(WIDTH) y2=(HEIGHT - BOTTOM) {}
-            text x="0" y="11" { (max) " messages" }
+            text x="0" y="11" { "most in a day: " (max) }
             @for (i, d) in days.iter().enumerate() {
                 @let h = if d.messages > 0 { ((d.messages.max(0) as usize) * plot / (max as usize)).max(2) } else { 0 };
                 @let x = i * slot + (slot - bar) / 2;
                 rect class={ "bar" @if i + 1 == days.len() { " today" } } x=(x) y=(HEIGHT - BOTTOM - h) width=(bar) height=(h) {
                     title { (d.day) ": " (d.messages) " messages" }
                 }
-                @if i % 5 == 0 || i + 1 == days.len() {
+                @if i + 1 == days.len() {
+                    text x=(x + bar) y=(HEIGHT - 6) text-anchor="end" { "today" }
+                } @else if i % 5 == 0 {
                     text x=(x) y=(HEIGHT - 6) { (d.day.get(5..).unwrap_or(&d.day)) }
                 }
             }

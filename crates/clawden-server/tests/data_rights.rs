@@ -729,3 +729,34 @@ async fn deleted_account_leaves_no_rows_and_no_usable_keys() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn data_routes_are_in_the_openapi_document() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.client().get(app.at("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for (path, method) in [
+        ("/api/v1/export", "get"),
+        ("/api/v1/instances/{id}/import", "post"),
+        ("/api/v1/account", "delete"),
+        ("/api/v1/usage/history", "get"),
+        ("/api/v1/conversations", "delete"),
+        ("/api/v1/conversations/{id}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
+    }
+    // Usage history: 30 days by default, zeros included, bounded.
+    let client = app.client();
+    app.signup(&client, "history@example.com").await;
+    let days: Value = client.get(app.at("/api/v1/usage/history")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(days.as_array().unwrap().len(), 30);
+    assert_eq!(days[0]["messages"], 0);
+    chat(&app, &client, "count me").await;
+    let days: Value = client.get(app.at("/api/v1/usage/history?days=7")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(days.as_array().unwrap().len(), 7);
+    assert_eq!(days[6]["messages"], 1, "today is last");
+    for bad in ["0", "367", "x"] {
+        let res = client.get(app.at(&format!("/api/v1/usage/history?days={bad}"))).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    app.stop().await;
+}

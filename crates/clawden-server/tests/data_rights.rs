@@ -760,3 +760,59 @@ async fn data_routes_are_in_the_openapi_document() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn export_streams_long_histories_whole() {
+    use clawden_store::{AgentStore, AuditStore};
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let me = app.signup(&client, "long@example.com").await;
+    let user: UserId = me["id"].as_str().unwrap().parse().unwrap();
+    let instance: InstanceId = me["instances"][0]["id"].as_str().unwrap().parse().unwrap();
+    let principal = clawden_core::Principal::User { user };
+    let store = &app.state.store;
+    let c = store.create_conversation(&principal, instance, "long", 100, app.clock.now_millis()).await.unwrap();
+    // More than two pages of messages and of audit records, several at the same instant.
+    for i in 0..450 {
+        store
+            .append_user_message(
+                &principal,
+                c.id,
+                &format!("{{\"role\":\"user\",\"content\":\"m{i}\"}}"),
+                "2027-01-01",
+                10_000,
+                5_000 + i / 3,
+            )
+            .await
+            .unwrap();
+        let ev = clawden_store::AuditEvent {
+            chain: clawden_store::AuditChain::Account(user),
+            actor: Some(user),
+            instance: None,
+            action: format!("test.{i}"),
+            target: String::new(),
+            outcome: clawden_core::Outcome::Success,
+            ip: None,
+            at: 5_000 + i / 3,
+        };
+        store.record(ev).await.unwrap();
+    }
+    let (_, entries) = export(&app, &client).await;
+    let convo: Value = serde_json::from_slice(&entries[&format!("conversations/{}.json", c.id)]).unwrap();
+    let messages = convo["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 450);
+    assert_eq!(messages[0]["seq"], 1);
+    assert_eq!(messages[449]["seq"], 450);
+    let transcript = text(&entries, &format!("conversations/{}.md", c.id));
+    assert_eq!(transcript.matches("\n## You · ").count(), 450);
+    let audit: Value = serde_json::from_slice(&entries["audit.json"]).unwrap();
+    let tests: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .filter(|a| a.starts_with("test."))
+        .collect();
+    assert_eq!(tests.len(), 450, "every audit record, once");
+    app.stop().await;
+}

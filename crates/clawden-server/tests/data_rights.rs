@@ -816,3 +816,27 @@ async fn export_streams_long_histories_whole() {
     assert_eq!(tests.len(), 450, "every audit record, once");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn account_deletion_guesses_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let me = app.signup(&client, "guess@example.com").await;
+    let token = me["csrf_token"].as_str().unwrap().to_owned();
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let res = client
+            .delete(app.at("/api/v1/account"))
+            .header("x-csrf-token", &token)
+            .json(&json!({"password": "a-wrong-guess-123"}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(error_code(res).await);
+    }
+    assert_eq!(codes[0], (403, "invalid_credentials".into()));
+    assert_eq!(codes.last().unwrap(), &(429, "rate_limited".to_owned()), "{codes:?}");
+    // The account is still there.
+    assert_eq!(client.get(app.at("/api/v1/me")).send().await.unwrap().status(), 200);
+    app.stop().await;
+}

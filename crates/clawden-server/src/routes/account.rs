@@ -52,6 +52,10 @@ pub async fn delete_with(
     code: Option<&str>,
 ) -> Result<(), ApiError> {
     let user = &auth.user;
+    // Guesses here are password guesses: the sign-in limits (and their backoff) apply.
+    if let Err(wait) = state.limits.login_check(&user.email, auth.ip.0) {
+        return Err(ApiError::rate_limited(wait));
+    }
     let record = state.store.login_lookup(&Principal::System, &user.email).await?.ok_or_else(ApiError::not_found)?;
     let password_ok = state.passwords.verify(password, Some(record.password_hash)).await? != PasswordVerdict::Mismatch;
     // The second factor is only spent when the password was right.
@@ -67,6 +71,9 @@ pub async fn delete_with(
         SecondFactor::Passed | SecondFactor::NotEnabled => None,
     };
     if let Some(err) = refused {
+        if err.code() == "invalid_credentials" {
+            state.limits.login_failed(&user.email, auth.ip.0);
+        }
         audit::record_failure(
             state,
             auth.ip,

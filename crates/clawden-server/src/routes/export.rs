@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clawden_core::{Principal, Role};
-use clawden_store::{AuditChain, AuditCursor, Conversation};
+use clawden_store::{AuditChain, AuditCursor, Conversation, StoreError};
 use futures::StreamExt;
 use serde_json::json;
 use std::io::Write;
@@ -330,7 +330,12 @@ async fn for_each_page(
 ) -> Result<(), ApiError> {
     let mut after = 0;
     loop {
-        let page = state.store.messages_after(principal, c.id, after, PAGE).await?;
+        let page = match state.store.messages_after(principal, c.id, after, PAGE).await {
+            Ok(page) => page,
+            // Deleted while the export ran: it ends here, and the archive stays well-formed.
+            Err(StoreError::NotFound) => break,
+            Err(other) => return Err(other.into()),
+        };
         let Some(last) = page.last() else { break };
         after = last.seq;
         sink.bytes(render(&page)?).await?;

@@ -763,7 +763,6 @@ async fn data_routes_are_in_the_openapi_document() {
 
 #[tokio::test]
 async fn export_streams_long_histories_whole() {
-    use clawden_store::{AgentStore, AuditStore};
     let app = TestApp::spawn().await;
     let client = app.client();
     let me = app.signup(&client, "long@example.com").await;

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod middleware;
+pub mod openclaw;
 pub mod permissions;
 pub mod redact;
 pub mod routes;

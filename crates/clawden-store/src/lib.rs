@@ -6,6 +6,7 @@
 //! Data keys live in a [`KeyStore`] kept apart from the data (its own SQLite file, or its own
 //! PostgreSQL schema), so that a backup of the data alone holds no usable key.
 
+mod data;
 mod error;
 pub mod keyring;
 pub mod keystore;
@@ -14,6 +15,7 @@ mod sql;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use data::{AuditCursor, DataStore};
 pub use error::StoreError;
 pub use keyring::Keyring;
 pub use keystore::KeyStore;
@@ -66,8 +68,8 @@ pub trait UserStore: Send + Sync {
     /// Deletes a user and everything they own (their sessions, keys, credentials, 2FA, and the
     /// instances where they are the only owner), then destroys their data key and those
     /// instances' keys: every sealed value of theirs, here and in every backup, stops opening.
-    /// The user themselves or the system.
-    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<()>;
+    /// The user themselves or the system. Returns the instances deleted with them.
+    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<Vec<InstanceId>>;
 
     /// Sets a user's tier. System only (invite redemption checks the code first).
     async fn set_tier(
@@ -575,6 +577,7 @@ pub trait Store:
     + AdminStore
     + AnomalyStore
     + ToolStore
+    + DataStore
     + std::fmt::Debug
 {
     /// Whether the database answers.

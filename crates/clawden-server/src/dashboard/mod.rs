@@ -3,9 +3,12 @@
 //! the JSON API.
 
 mod agent;
+mod data;
+mod hub;
 mod layout;
 mod security;
 mod team;
+mod usage;
 
 use crate::accounts::{self, NewLogin};
 use crate::audit;
@@ -40,6 +43,10 @@ pub fn routes() -> Router<AppState> {
         .merge(agent::routes())
         .merge(team::routes())
         .merge(security::routes())
+        .merge(data::routes())
+        .merge(usage::routes())
+        .merge(hub::routes())
+        .layer(axum::middleware::from_fn(layout::nav_context))
 }
 
 async fn stylesheet() -> Response {

@@ -157,7 +157,10 @@ pub async fn delete_instance(
     _session: SessionAuthed,
 ) -> Result<StatusCode, ApiError> {
     let ev = event(&state, &owner, "instance.delete");
+    // Its sandboxes are stopped while the instance's key still exists, then their volumes go.
+    crate::routes::account::retire_sandboxes(&state, &[owner.instance], None).await;
     state.store.delete_instance(&owner.auth.principal(), owner.instance, ev).await?;
+    crate::routes::account::remove_sandbox_volumes(&state, &[owner.instance], None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

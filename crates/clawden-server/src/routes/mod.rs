@@ -1,12 +1,15 @@
 //! The JSON API. Every route is registered through `OpenApiRouter`, so the OpenAPI document
 //! the server serves is generated from the same code that routes requests.
 
+pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod conversations;
+pub mod export;
 pub mod gateway;
 pub mod health;
+pub mod import;
 pub mod instances;
 pub mod invites;
 pub mod keys;
@@ -77,5 +80,9 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tools::decide))
         .routes(routes!(tools::stop))
         .routes(routes!(me::notices))
+        .routes(routes!(export::export))
+        .routes(routes!(import::import))
+        .routes(routes!(account::delete_account))
+        .routes(routes!(account::usage_history))
         .split_for_parts()
 }

@@ -49,7 +49,7 @@ impl SqlStore {
 
     /// On PostgreSQL, locks a row for the rest of the transaction so concurrent writers of
     /// the same instance or conversation queue instead of racing (SQLite has one writer).
-    async fn lock_row(&self, tx: &mut Transaction<'static, Any>, table: &str, id: &str) -> StoreResult<()> {
+    pub(super) async fn lock_row(&self, tx: &mut Transaction<'static, Any>, table: &str, id: &str) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE")).bind(id).execute(&mut **tx).await?;
         }
@@ -260,12 +260,13 @@ impl AgentStore for SqlStore {
             self.seal(KeyOwner::Instance(instance), "agent_files", "content", path, content.as_bytes(), now).await?;
         let mut tx = self.begin(by).await?;
         self.lock_row(&mut tx.tx, "instances", &instance.to_string()).await?;
-        let others: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(chars), 0) FROM agent_files WHERE instance_id = $1 AND path <> $2")
-                .bind(instance.to_string())
-                .bind(path)
-                .fetch_one(&mut *tx.tx)
-                .await?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(chars), 0) AS BIGINT) FROM agent_files WHERE instance_id = $1 AND path <> $2",
+        )
+        .bind(instance.to_string())
+        .bind(path)
+        .fetch_one(&mut *tx.tx)
+        .await?;
         if others.saturating_add(chars) > max_total_chars {
             return Err(StoreError::LimitReached("workspace size"));
         }

@@ -91,7 +91,7 @@ impl AuditStore for SqlStore {
     }
 }
 
-fn record_from_row(row: &sqlx::any::AnyRow) -> StoreResult<AuditRecord> {
+pub(super) fn record_from_row(row: &sqlx::any::AnyRow) -> StoreResult<AuditRecord> {
     Ok(AuditRecord {
         seq: get_i64(row, "seq")?,
         chain: get_str(row, "chain")?,

@@ -8,6 +8,7 @@ mod agents;
 mod anomalies;
 mod audit;
 mod chain;
+mod data;
 pub use chain::ChainBreak;
 mod gateway;
 mod invites;

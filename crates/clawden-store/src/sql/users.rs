@@ -213,7 +213,7 @@ impl UserStore for SqlStore {
         role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
     }
 
-    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<()> {
+    async fn delete_user(&self, by: &Principal, user: UserId, audit: AuditEvent) -> StoreResult<Vec<InstanceId>> {
         if !may_read_user(by, user) {
             return Err(StoreError::Forbidden);
         }
@@ -238,6 +238,12 @@ impl UserStore for SqlStore {
         // only its opaque id); so do the chains of the instances deleted with it.
         let mut chains = vec![format!("account:{user}")];
         chains.extend(sole.iter().map(|i| format!("instance:{i}")));
+        // Row-level security lets a user remove audit rows only of instances they still belong
+        // to; their membership is gone by now and account rows belong to no instance. The
+        // caller was authorised above, so the rest of the transaction acts as the server.
+        if self.backend == super::Backend::Postgres {
+            super::set_principal(&mut tx.tx, &Principal::System, true).await?;
+        }
         for chain in &chains {
             sqlx::query("DELETE FROM audit_log WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;
             sqlx::query("DELETE FROM audit_sequences WHERE chain = $1").bind(chain).execute(&mut *tx.tx).await?;
@@ -252,12 +258,14 @@ impl UserStore for SqlStore {
         }
         // Crypto-shredding: with the keys gone, the rows in every older backup stay sealed.
         self.keyring.destroy(crate::KeyOwner::User(user)).await?;
+        let mut deleted = Vec::with_capacity(sole.len());
         for instance in sole {
             if let Ok(id) = instance.parse::<InstanceId>() {
                 self.keyring.destroy(crate::KeyOwner::Instance(id)).await?;
+                deleted.push(id);
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     async fn set_tier(&self, by: &Principal, user: UserId, tier: Tier, audit: AuditEvent) -> StoreResult<()> {

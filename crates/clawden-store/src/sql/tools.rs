@@ -213,17 +213,20 @@ impl ToolStore for SqlStore {
         if !matches!(status, ApprovalStatus::Allowed | ApprovalStatus::Denied) {
             return Err(StoreError::Conflict("a decision is allow or deny"));
         }
-        let mut tx = self.begin(by).await?;
-        // Visibility first, so someone who may not decide learns nothing about the state.
+        // Visibility first, so someone who may not decide learns nothing about the state. The
+        // update below checks the decider's role again, inside the write.
         let visible: Option<String> =
             sqlx::query_scalar(&format!("SELECT a.status FROM approvals a WHERE a.id = $1 AND {DECIDER}"))
                 .bind(id.to_string())
                 .bind(user.to_string())
-                .fetch_optional(&mut *tx.tx)
+                .fetch_optional(&mut *self.conn(by).await?)
                 .await?;
         if visible.is_none() {
             return Err(StoreError::NotFound);
         }
+        // The write comes first in the transaction: on SQLite a transaction that reads before
+        // it writes can fail to upgrade its lock.
+        let mut tx = self.begin(by).await?;
         let done = sqlx::query(&format!(
             "UPDATE approvals SET status = $3, always = $4, decided_at = $5, decided_by = $2
              WHERE id = $1 AND status = 'pending' AND expires_at > $5
@@ -253,22 +256,26 @@ impl ToolStore for SqlStore {
 
     async fn expire_approval(&self, by: &Principal, id: ApprovalId, now: UnixMillis) -> StoreResult<bool> {
         require_system(by)?;
+        let mut tx = self.begin(by).await?;
         let done = sqlx::query(
             "UPDATE approvals SET status = 'expired', decided_at = $2 WHERE id = $1 AND status = 'pending'",
         )
         .bind(id.to_string())
         .bind(now)
-        .execute(&mut *self.conn(by).await?)
+        .execute(&mut *tx.tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn expire_all_pending(&self, by: &Principal, now: UnixMillis) -> StoreResult<u64> {
         require_system(by)?;
+        let mut tx = self.begin(by).await?;
         let done = sqlx::query("UPDATE approvals SET status = 'expired', decided_at = $1 WHERE status = 'pending'")
             .bind(now)
-            .execute(&mut *self.conn(by).await?)
+            .execute(&mut *tx.tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

@@ -3,7 +3,7 @@
 //! | action | owner | admin | user |
 //! |---|---|---|---|
 //! | chat, read own conversations, read files and policy, view dashboard | yes | yes | yes |
-//! | write files and policy, skills, channels | yes | yes | no |
+//! | write files and the tool policy, skills, channels; decide approvals; stop the agent | yes | yes | no |
 //! | list members, invite, change roles, remove members | yes | yes (never owners, never grant owner) | no |
 //! | rotate the gateway token, delete the instance, grant `owner` | yes | no | no |
 //! | leave the instance | yes (not the last owner) | yes | yes |
@@ -15,7 +15,7 @@ use clawden_core::Role;
 pub enum Action {
     /// Chat, read own conversations, read files and policy.
     Use,
-    /// Change files, policy, skills, channels.
+    /// Change files, the tool policy, skills, channels; decide approvals; stop the agent.
     Configure,
     /// List, invite, re-role and remove members (with the owner rules on top).
     ManageMembers,

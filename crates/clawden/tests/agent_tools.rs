@@ -573,6 +573,27 @@ async fn bearer_credential_cannot_decide_approvals() {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "session_required");
+    // Nor can the instance's gateway token (valid on the chat routes only).
+    let rotated: Value = alice
+        .client
+        .post(app.at(&format!("/api/v1/instances/{}/gateway-token/rotate", alice.instance)))
+        .header("x-csrf-token", &alice.csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gateway = rotated["token"].as_str().unwrap();
+    let res = bare
+        .post(app.at(&format!("/api/v1/approvals/{id}")))
+        .bearer_auth(gateway)
+        .json(&json!({"decision": "allow"}))
+        .send()
+        .await
+        .unwrap();
     assert!(matches!(res.status().as_u16(), 401 | 403), "{}", res.status());
     // Still pending; the session denies it.
     assert_eq!(app.pending(&alice, 1).await[0]["status"], "pending");

@@ -839,3 +839,59 @@ async fn account_deletion_guesses_are_rate_limited() {
     assert_eq!(client.get(app.at("/api/v1/me")).send().await.unwrap().status(), 200);
     app.stop().await;
 }
+
+/// The dashboard's import form: a multipart upload whose CSRF token is a form field.
+#[tokio::test]
+async fn dashboard_import_form_imports_and_refuses_cleanly() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let me = app.signup(&client, "importer@example.com").await;
+    let instance = me["instances"][0]["id"].as_str().unwrap().to_owned();
+    let token = me["csrf_token"].as_str().unwrap().to_owned();
+    let key = api_key(&app, &client).await;
+    let before = files(&app, &key, &instance).await;
+    let form = |csrf: Option<&str>, archive: Vec<u8>| {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(csrf) = csrf {
+            form = form.text("csrf_token", csrf.to_owned());
+        }
+        form.text("instance", instance.clone())
+            .part("archive", reqwest::multipart::Part::bytes(archive).file_name("workspace.zip"))
+    };
+    let good = zip_of(&[("my-agent/SOUL.md", b"# Soul\nImported by form."), ("my-agent/notes.txt", b"x")]);
+    // Without the token nothing happens.
+    let res = client.post(app.at("/settings/data/import")).multipart(form(None, good.clone())).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res =
+        client.post(app.at("/settings/data/import")).multipart(form(Some("wrong"), good.clone())).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(files(&app, &key, &instance).await, before);
+    // A hostile archive: a clear error on the page, nothing changed.
+    let hostile = zip_of(&[("../../SOUL.md", b"escape")]);
+    let res = client.post(app.at("/settings/data/import")).multipart(form(Some(&token), hostile)).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("role=\"alert\""));
+    assert_eq!(files(&app, &key, &instance).await, before);
+    // The real thing.
+    let res = client.post(app.at("/settings/data/import")).multipart(form(Some(&token), good)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Workspace imported") && page.contains("notes.txt"), "{page}");
+    assert_eq!(files(&app, &key, &instance).await["SOUL.md"], "# Soul\nImported by form.");
+    // Someone else's instance: not found.
+    let other = app.client();
+    let other_me = app.signup(&other, "other@example.com").await;
+    let res = other
+        .post(app.at("/settings/data/import"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("csrf_token", other_me["csrf_token"].as_str().unwrap().to_owned())
+                .text("instance", instance.clone())
+                .part("archive", reqwest::multipart::Part::bytes(zip_of(&[("SOUL.md", b"mine")])).file_name("w.zip")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+}

@@ -38,23 +38,41 @@ pub(super) async fn verify(state: &AppState, req: Request, session: &Session) ->
     if let Some(given) = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()) {
         return if ct_str_eq(given, &expected) { Ok(req) } else { Err(forbidden()) };
     }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    // A multipart form (a file upload) carries the token as a field too; its boundary says
+    // where the fields are.
+    let boundary = if content_type.starts_with("multipart/form-data") {
+        Some(multer::parse_boundary(&content_type).map_err(|_| forbidden())?)
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        None
+    } else {
         return Err(forbidden());
-    }
+    };
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes).await.map_err(|_| {
         ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than allowed")
     })?;
-    let given = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-        .ok()
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v));
+    let given = match boundary {
+        None => serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+            .ok()
+            .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v)),
+        Some(boundary) => multipart_token(bytes.clone(), boundary).await,
+    };
     match given {
         Some(given) if ct_str_eq(&given, &expected) => Ok(Request::from_parts(parts, Body::from(bytes))),
         _ => Err(forbidden()),
     }
+}
+
+/// The `csrf_token` field of a multipart body (already read, so bounded by the body limit).
+async fn multipart_token(bytes: axum::body::Bytes, boundary: String) -> Option<String> {
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("csrf_token") {
+            return field.text().await.ok();
+        }
+    }
+    None
 }

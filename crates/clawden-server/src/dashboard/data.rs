@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/settings/data/clear", get(clear_confirm).post(clear_submit))
         .route("/settings/data/conversations/{id}/delete", get(delete_one_confirm).post(delete_one_submit))
         .route("/settings/data/delete-account", axum::routing::post(delete_account_submit))
+        .route("/settings/data/import", axum::routing::post(import_submit))
 }
 
 fn to_login() -> Response {
@@ -44,14 +45,21 @@ async fn data_view(
     totp: bool,
     error: Option<&str>,
 ) -> Result<Markup, ApiError> {
+    data_view_with(state, auth, csrf, totp, error, None).await
+}
+
+async fn data_view_with(
+    state: &AppState,
+    auth: &crate::auth::Auth,
+    csrf: &str,
+    totp: bool,
+    error: Option<&str>,
+    import_error: Option<&str>,
+) -> Result<Markup, ApiError> {
     let conversations = state.store.conversations(&auth.principal()).await?;
-    let owned: Vec<_> = state
-        .store
-        .memberships(&auth.principal())
-        .await?
-        .into_iter()
-        .filter(|m| m.role == clawden_core::Role::Owner)
-        .collect();
+    let memberships = state.store.memberships(&auth.principal()).await?;
+    let configurable: Vec<_> = memberships.iter().filter(|m| m.role.can_configure()).collect();
+    let owned: Vec<_> = memberships.iter().filter(|m| m.role == clawden_core::Role::Owner).collect();
     Ok(page(
         "Your data",
         Some((&auth.user.email, csrf)),
@@ -63,8 +71,30 @@ async fn data_view(
                     "your audit records, and each agent you own laid out as an OpenClaw workspace with its "
                     code { "openclaw.json" } ". It never contains a password, key, token or two-factor secret." }
                 p { a.button #export-download href="/api/v1/export" download { "Download my data (.zip)" } }
-                p.hint { "To bring an OpenClaw workspace in, send its zip or tar to "
-                    code { "POST /api/v1/instances/<id>/import" } " (see the API documentation)." }
+            }
+            @if !configurable.is_empty() {
+                div.card #import {
+                    h2 { "Import an OpenClaw workspace" }
+                    p { "A zip or tar (as " code { "openclaw setup" } " makes it) of " code { "SOUL.md" } ", "
+                        code { "AGENTS.md" } ", … and " code { "skills/<name>/SKILL.md" } ". Every file is checked; "
+                        "files clawden does not know are ignored, and a broken or hostile archive changes nothing. "
+                        "The API takes the same archive at " code { "POST /api/v1/instances/<id>/import" } "." }
+                    @if let Some(e) = import_error { p.error role="alert" { (e) } }
+                    form method="post" action="/settings/data/import" enctype="multipart/form-data" {
+                        input type="hidden" name="csrf_token" value=(csrf);
+                        label for="import-instance" { "Into the agent" }
+                        select #import-instance name="instance" required {
+                            @for m in &configurable { option value=(m.id) { (m.name) } }
+                        }
+                        label for="import-archive" { "Archive (.zip, .tar or .tar.gz)" }
+                        input #import-archive type="file" name="archive" accept=".zip,.tar,.tgz,.gz,application/zip,application/x-tar,application/gzip" required;
+                        label.check for="import-replace" {
+                            input #import-replace type="checkbox" name="replace" value="yes";
+                            span { "Replace the workspace: delete files that are not in the archive" }
+                        }
+                        button type="submit" { "Import" }
+                    }
+                }
             }
             div.card #history {
                 h2 { "Chat history" }
@@ -268,4 +298,64 @@ async fn delete_account_submit(
     response.headers_mut().insert(header::SET_COOKIE, cookie::clear(state.settings.tls_enabled()));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The import form: a multipart upload (its CSRF token is a form field, checked before this
+/// runs), into an instance where the caller is an owner or admin.
+async fn import_submit(
+    State(state): State<AppState>,
+    MaybeAuthed(auth): MaybeAuthed,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let Some((auth, csrf)) = session(&state, auth) else { return Ok(to_login()) };
+    let bad = |_| ApiError::bad_request("invalid_form", "the upload could not be read");
+    let mut form =
+        form.map_err(|_| ApiError::bad_request("invalid_form", "send the import form as multipart/form-data"))?;
+    let (mut instance, mut replace, mut archive) = (None, false, None);
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some("instance") => instance = field.text().await.map_err(bad)?.parse::<clawden_core::InstanceId>().ok(),
+            Some("replace") => replace = field.text().await.map_err(bad)? == "yes",
+            Some("archive") => archive = Some(field.bytes().await.map_err(bad)?),
+            _ => {}
+        }
+    }
+    let instance = instance.ok_or_else(|| ApiError::bad_request("invalid_form", "choose an agent to import into"))?;
+    let role = match state.store.role_in(&auth.principal(), instance).await? {
+        Some(role) if role.can_configure() => role,
+        Some(_) => return Err(ApiError::forbidden("forbidden", "only owners and admins import into an agent")),
+        None => return Err(ApiError::not_found()),
+    };
+    let totp = state.store.totp_state(&auth.principal(), auth.user.id).await?.is_some_and(|t| t.enabled);
+    let Some(archive) = archive.filter(|a| !a.is_empty()) else {
+        let view = data_view_with(&state, &auth, &csrf, totp, None, Some("choose an archive to import")).await?;
+        return Ok(render(StatusCode::BAD_REQUEST, view));
+    };
+    let member = crate::auth::Member { auth: auth.clone(), instance, role };
+    match crate::routes::import::import_archive(&state, &member, archive, replace).await {
+        Ok(result) => Ok(render(
+            StatusCode::OK,
+            page(
+                "Imported",
+                Some((&auth.user.email, &csrf)),
+                html! {
+                    div.card.narrow #import-result {
+                        h1 { "Workspace imported" }
+                        p { (result.imported.len()) " files written" @if result.replaced { ", other files deleted" } "." }
+                        ul { @for f in &result.imported { li { code { (f) } } } }
+                        @if result.ignored_count > 0 {
+                            p { (result.ignored_count) " entries were not workspace files and were ignored:" }
+                            ul { @for f in &result.ignored { li { code { (f) } } } }
+                        }
+                        p { a href="/settings/data" { "Back to your data" } }
+                    }
+                },
+            ),
+        )),
+        Err(err) => {
+            let message = err.message().to_owned();
+            let view = data_view_with(&state, &auth, &csrf, totp, None, Some(&message)).await?;
+            Ok(render(err.status(), view))
+        }
+    }
 }

@@ -70,6 +70,17 @@ pub async fn import(
             ApiError::bad_request("invalid_body", "the body could not be read")
         }
     })?;
+    Ok(Json(import_archive(&state, &admin, body, params.replace).await?))
+}
+
+/// Checks and imports an archive into `admin.instance` (the caller is an owner or admin of it):
+/// what the API route and the dashboard's import form both do. Refusals are audited too.
+pub async fn import_archive(
+    state: &AppState,
+    admin: &crate::auth::Member,
+    body: Bytes,
+    replace: bool,
+) -> Result<ImportResult, ApiError> {
     if body.len() > MAX_ARCHIVE_BYTES {
         return Err(too_large());
     }
@@ -101,7 +112,7 @@ pub async fn import(
         }
     };
     let ev = audit::event(
-        &state,
+        state,
         admin.auth.ip,
         AuditChain::Instance(admin.instance),
         Some(admin.auth.user.id),
@@ -113,7 +124,7 @@ pub async fn import(
     let max = i64::try_from(MAX_TOTAL_CHARS).unwrap_or(i64::MAX);
     match state
         .store
-        .write_files(&admin.principal(), admin.instance, &workspace.files, params.replace, max, state.now(), ev)
+        .write_files(&admin.principal(), admin.instance, &workspace.files, replace, max, state.now(), ev)
         .await
     {
         Ok(()) => {}
@@ -127,12 +138,12 @@ pub async fn import(
         Err(other) => return Err(other.into()),
     }
     let ignored_count = workspace.ignored.len();
-    Ok(Json(ImportResult {
+    Ok(ImportResult {
         imported: workspace.files.into_iter().map(|(p, _)| p).collect(),
         ignored: workspace.ignored.into_iter().take(MAX_IGNORED_SHOWN).collect(),
         ignored_count,
-        replaced: params.replace,
-    }))
+        replaced: replace,
+    })
 }
 
 fn too_large() -> ApiError {

@@ -227,12 +227,12 @@ impl ToolStore for SqlStore {
         // The write comes first in the transaction: on SQLite a transaction that reads before
         // it writes can fail to upgrade its lock.
         let mut tx = self.begin(by).await?;
-        let done = sqlx::query(&format!(
+        let done = sqlx::query(
             "UPDATE approvals SET status = $3, always = $4, decided_at = $5, decided_by = $2
              WHERE id = $1 AND status = 'pending' AND expires_at > $5
                AND EXISTS (SELECT 1 FROM members m WHERE m.instance_id = approvals.instance_id
-                           AND m.user_id = $2 AND m.role IN ('owner', 'admin'))"
-        ))
+                           AND m.user_id = $2 AND m.role IN ('owner', 'admin'))",
+        )
         .bind(id.to_string())
         .bind(user.to_string())
         .bind(status.as_str())

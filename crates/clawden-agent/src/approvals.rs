@@ -242,6 +242,17 @@ impl ApprovalHub {
         ApprovalStatus::Expired
     }
 
+    /// The instance's policy and its version (0 when none is stored). An unreadable stored
+    /// policy is an error, never silently replaced by the defaults.
+    async fn stored_policy(&self, instance: InstanceId) -> Result<(ToolPolicy, i64), DecideError> {
+        match self.store.tool_policy_versioned(&Principal::System, instance).await? {
+            None => Ok((ToolPolicy::default(), 0)),
+            Some((body, version)) => serde_json::from_str(&body)
+                .map(|policy| (policy, version))
+                .map_err(|_| DecideError::Store(StoreError::Corrupt("the stored tool policy is unreadable".into()))),
+        }
+    }
+
     /// An owner's or admin's decision. With `always` (allow only), the exact `exec` command
     /// is also stored in the instance's policy — refused, before anything changes, for a
     /// command whose behaviour could change after the approval (see
@@ -256,14 +267,12 @@ impl ApprovalHub {
     ) -> Result<Approval, DecideError> {
         let actor = by.user_id().ok_or(DecideError::NotFound)?;
         let current = self.store.approval(by, id).await?.ok_or(DecideError::NotFound)?;
-        let mut policy_update = None;
+        let arguments: serde_json::Value = serde_json::from_str(&current.arguments)
+            .map_err(|_| StoreError::Corrupt("approval arguments are not JSON".into()))?;
         if allow && always {
-            let stored = self.store.tool_policy(&Principal::System, current.instance_id).await?;
-            let mut policy: ToolPolicy = stored.and_then(|body| serde_json::from_str(&body).ok()).unwrap_or_default();
-            let arguments: serde_json::Value = serde_json::from_str(&current.arguments)
-                .map_err(|_| StoreError::Corrupt("approval arguments are not JSON".into()))?;
-            policy.allow_always(&current.tool, &arguments).map_err(DecideError::AlwaysRefused)?;
-            policy_update = Some(policy);
+            // Checked before anything changes: a refused "allow always" leaves it pending.
+            let (policy, _) = self.stored_policy(current.instance_id).await?;
+            policy.clone().allow_always(&current.tool, &arguments).map_err(DecideError::AlwaysRefused)?;
         }
         let now = self.clock.now_millis();
         let status = if allow { ApprovalStatus::Allowed } else { ApprovalStatus::Denied };
@@ -278,20 +287,33 @@ impl ApprovalHub {
             at: now,
         };
         let decided = self.store.decide_approval(by, id, status, always && allow, now, audit).await?;
-        if let Some(policy) = policy_update {
-            let audit = AuditEvent {
-                chain: AuditChain::Instance(current.instance_id),
-                actor: Some(actor),
-                instance: Some(current.instance_id),
-                action: "policy.allow_always".into(),
-                target: format!("approval:{id}"),
-                outcome: Outcome::Success,
-                ip,
-                at: now,
-            };
-            let body =
-                serde_json::to_string(&policy).map_err(|_| StoreError::Corrupt("policy does not serialise".into()))?;
-            self.store.set_tool_policy(by, current.instance_id, &body, now, audit).await?;
+        if allow && always {
+            // Read, add, write back only if nobody changed the policy meanwhile (a tightening
+            // made in between is never undone); retried a few times under contention.
+            let mut stored = false;
+            for _ in 0..5 {
+                let (mut policy, version) = self.stored_policy(current.instance_id).await?;
+                policy.allow_always(&current.tool, &arguments).map_err(DecideError::AlwaysRefused)?;
+                let body = serde_json::to_string(&policy)
+                    .map_err(|_| StoreError::Corrupt("policy does not serialise".into()))?;
+                let audit = AuditEvent {
+                    chain: AuditChain::Instance(current.instance_id),
+                    actor: Some(actor),
+                    instance: Some(current.instance_id),
+                    action: "policy.allow_always".into(),
+                    target: format!("approval:{id}"),
+                    outcome: Outcome::Success,
+                    ip: ip.clone(),
+                    at: now,
+                };
+                if self.store.replace_tool_policy(by, current.instance_id, &body, version, now, audit).await? {
+                    stored = true;
+                    break;
+                }
+            }
+            if !stored {
+                tracing::warn!(approval = %id, "the policy kept changing; the command was allowed once, not always");
+            }
         }
         if let Some(waiter) = lock(&self.waiters).remove(&id) {
             let _ = waiter.send(decided.status);

@@ -399,10 +399,17 @@ impl Runtime {
         let instance = conversation.instance_id;
         let inner_tx = tx.clone();
         let worker = Arc::clone(self);
-        let mut inner =
-            tokio::spawn(async move { worker.run(caller, &conversation, &client_context, &inner_tx).await });
+        // The turn starts only once it is registered, so a stop can never miss it.
+        let (go, registered) = tokio::sync::oneshot::channel::<()>();
+        let mut inner = tokio::spawn(async move {
+            if registered.await.is_err() {
+                return Err(TurnError::Stopped);
+            }
+            worker.run(caller, &conversation, &client_context, &inner_tx).await
+        });
         let turn = self.next_turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&self.running).entry(instance).or_default().push((turn, inner.abort_handle()));
+        let _ = go.send(());
         let limit = self.settings.tools.turn_timeout;
         tokio::spawn(async move {
             let result = match tokio::time::timeout(limit, &mut inner).await {
@@ -463,20 +470,30 @@ impl Runtime {
             .filter_map(|m| decode_message(&m.body))
             .collect();
         let tier = self.tier_of(instance).await?;
-        let policy = if tier == Tier::Base { ToolPolicy::default() } else { self.policy_of(instance).await? };
-        let offered: Vec<ToolName> =
-            policy.offered(tier).into_iter().filter(|t| !t.needs_sandbox() || self.executor.is_some()).collect();
-        let definitions: Vec<_> = offered.iter().map(|t| t.definition()).collect();
+        // `MEMORY.md` is shared by the instance and goes into every member's prompt: only the
+        // conversations of those who may change the workspace (owners, admins) may write it.
+        let configures = tier != Tier::Base
+            && self.store.role_in(&principal, instance).await?.is_some_and(|role| role.can_configure());
         // The caller's own key for this provider (BYOK), else the platform's.
         let own = self.store.use_credential(&Principal::System, caller, self.provider.name()).await?;
         let key = own.as_ref().or(self.platform_key.as_ref());
         let limits = &self.settings.tools;
         let mut loop_state = LoopState::default();
-        let ctx = ToolContext { instance, member: caller, egress_allow: policy.egress_allow.clone() };
-        // Each round is one provider call; bounded by the call limit (every round but the
-        // last runs at least one call).
+        // Each round is one provider call. Every tool call counts against the per-turn limit,
+        // refused ones too, and the tools close when it is reached, so the rounds are bounded.
         for _round in 0..=limits.max_calls_per_turn + 1 {
-            let tools_now = if loop_state.tools_closed { &[][..] } else { &definitions[..] };
+            // Read each round: a policy tightened while the turn runs applies to its next calls.
+            let policy = if tier == Tier::Base { ToolPolicy::default() } else { self.policy_of(instance).await? };
+            let offered: Vec<ToolName> = policy
+                .offered(tier)
+                .into_iter()
+                .filter(|t| !t.needs_sandbox() || self.executor.is_some())
+                .filter(|t| *t != ToolName::MemoryWrite || configures)
+                .collect();
+            let definitions: Vec<_> =
+                if loop_state.tools_closed { Vec::new() } else { offered.iter().map(|t| t.definition()).collect() };
+            let ctx = ToolContext { instance, member: caller, egress_allow: policy.egress_allow.clone() };
+            let tools_now = &definitions[..];
             let request = build_request(
                 ContextInput {
                     files: &files,
@@ -574,6 +591,11 @@ impl Runtime {
                     .await;
                 history.push(result);
             }
+            if offered.is_empty() {
+                // Nothing could run (the base tier, say): one more round, without tools, to
+                // answer; a model that calls a tool again then ends the turn.
+                loop_state.tools_closed = true;
+            }
         }
         // Unreachable in practice: the tools close once the call limit is reached, and the
         // round after that ends the turn. Still, never loop without end.
@@ -604,16 +626,16 @@ impl Runtime {
         if state.tools_closed {
             return ToolOutput::error("no more tool calls in this turn; answer with what you have");
         }
-        let verdict = policy.check(tier, &call.name, &call.arguments);
-        if let Verdict::Refused(why) = verdict {
-            return ToolOutput::error(format!("refused: {why}"));
-        }
-        let Some(tool) = ToolName::parse(&call.name).filter(|t| offered.contains(t)) else {
+        // Every call counts, refused ones too: a model that keeps calling what it may not use
+        // still reaches the limits.
+        state.calls += 1;
+        if state.calls > limits.max_calls_per_turn {
+            state.tools_closed = true;
             return ToolOutput::error(format!(
-                "refused: the tool {} is not available on this server (it needs a sandbox)",
-                call.name
+                "refused: the limit of {} tool calls in one turn is reached; answer with what you have",
+                limits.max_calls_per_turn
             ));
-        };
+        }
         let digest = call_digest(&call.name, &call.arguments);
         let seen = state.repeats.entry(digest.clone()).or_insert(0);
         *seen += 1;
@@ -624,14 +646,17 @@ impl Runtime {
                 limits.max_repeats
             ));
         }
-        state.calls += 1;
-        if state.calls > limits.max_calls_per_turn {
-            state.tools_closed = true;
-            return ToolOutput::error(format!(
-                "refused: the limit of {} tool calls in one turn is reached; answer with what you have",
-                limits.max_calls_per_turn
-            ));
+        let verdict = policy.check(tier, &call.name, &call.arguments);
+        if let Verdict::Refused(why) = verdict {
+            return ToolOutput::error(format!("refused: {why}"));
         }
+        let Some(tool) = ToolName::parse(&call.name).filter(|t| offered.contains(t)) else {
+            return ToolOutput::error(if call.name == ToolName::MemoryWrite.as_str() {
+                "refused: only the conversations of the instance's owners and admins may change MEMORY.md".to_owned()
+            } else {
+                format!("refused: the tool {} is not available on this server (it needs a sandbox)", call.name)
+            });
+        };
         if verdict == Verdict::NeedsApproval {
             let Some(hub) = &self.approvals else {
                 return ToolOutput::error("refused: this call needs an approval and approvals are not available");

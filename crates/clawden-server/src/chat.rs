@@ -142,15 +142,18 @@ pub struct BackgroundReply {
 }
 
 /// Reads a turn's remaining events in the background and announces its end on the user's
-/// WebSockets.
+/// WebSockets. The turn keeps its streaming slot until it ends, so background turns count
+/// against the same per-user cap as open streams.
 pub fn finish_in_background(
     limits: &Arc<ChatLimits>,
     user: UserId,
     conversation: clawden_core::ConversationId,
     mut events: tokio::sync::mpsc::Receiver<clawden_agent::runtime::TurnEvent>,
+    slot: Slot,
 ) {
     let feed = limits.background.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         use clawden_agent::runtime::TurnEvent;
         while let Some(event) = events.recv().await {
             let outcome = match event {

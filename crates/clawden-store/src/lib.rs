@@ -520,6 +520,22 @@ pub trait ToolStore {
         audit: AuditEvent,
     ) -> StoreResult<()>;
 
+    /// The stored policy with its version (which every write increments), for a
+    /// read-modify-write with [`ToolStore::replace_tool_policy`]. Any member, or the system.
+    async fn tool_policy_versioned(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<(String, i64)>>;
+
+    /// Stores the policy only if its version is still `expected` (0: none stored yet); `false`
+    /// when someone changed it meanwhile. Owners and admins, or the system.
+    async fn replace_tool_policy(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        body: &str,
+        expected: i64,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
+
     /// Counts one tool call against `user`'s `day`, refusing with `QuotaExceeded` once
     /// `limit` calls were counted; system only. Atomic: parallel turns cannot overrun it.
     async fn count_tool_call(&self, by: &Principal, user: UserId, day: &str, limit: i64) -> StoreResult<()>;

@@ -258,6 +258,22 @@ impl ToolPolicy {
         Verdict::NeedsApproval
     }
 
+    /// Whether this policy lets the agent do anything `before` did not: a tool offered that was
+    /// not, a tool no longer elevated, a new scratch folder, egress domain or command allowed
+    /// always. Such a change needs a browser session; a bearer credential (which the agent
+    /// might reach) may only tighten.
+    pub fn widens(&self, before: &ToolPolicy) -> bool {
+        let offered_before: BTreeSet<ToolName> = before.offered(Tier::Invite).into_iter().collect();
+        let offered_now: BTreeSet<ToolName> = self.offered(Tier::Invite).into_iter().collect();
+        let elevated_before = expand_all(&before.elevated);
+        let elevated_now = expand_all(&self.elevated);
+        !offered_now.is_subset(&offered_before)
+            || elevated_before.iter().any(|t| offered_now.contains(t) && !elevated_now.contains(t))
+            || self.scratch.iter().any(|s| !before.scratch.contains(s))
+            || self.egress_allow.iter().any(|d| !before.egress_allow.contains(d))
+            || self.always_allow.iter().any(|a| !before.always_allow.contains(a))
+    }
+
     /// Adds an `exec` call's exact command to `always_allow`, or says why it may not be.
     pub fn allow_always(&mut self, tool: &str, arguments: &serde_json::Value) -> Result<(), String> {
         if tool != ToolName::Exec.as_str() {
@@ -380,22 +396,69 @@ pub fn simple_argv(command: &str) -> Option<Vec<String>> {
     Some(words)
 }
 
-/// Programs that run code they read from files, arguments or the working directory
-/// (interpreters, shells, build tools, wrappers that run another program): an approval of one
-/// of these says nothing about what runs next time.
-const RUNS_OTHER_CODE: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "ash", "fish", "csh", "tcsh", "busybox", "python", "python2", "python3",
-    "pypy", "pypy3", "perl", "ruby", "node", "nodejs", "deno", "bun", "php", "lua", "luajit", "tclsh", "wish",
-    "rscript", "r", "java", "jshell", "make", "gmake", "cmake", "ninja", "meson", "git", "npm", "npx", "yarn", "pnpm",
-    "cargo", "go", "rustc", "gcc", "g++", "cc", "c++", "clang", "clang++", "env", "xargs", "nice", "nohup", "timeout",
-    "time", "sudo", "su", "doas", "awk", "gawk", "mawk", "nawk", "sed", "find", "exec", "source", ".", "eval", "watch",
-    "strace", "ltrace", "gdb", "chroot", "unshare", "nsenter", "setsid", "stdbuf", "flock", "parallel", "vim", "vi",
-    "nvim", "emacs", "ed", "ex", "less", "more", "man", "ssh", "scp", "rsync", "tar", "zip", "unzip", "pip", "pip3",
-    "uv", "poetry", "pytest", "tox",
+/// The programs an exact command may be allowed always with: they read files and print
+/// things, and none of them runs other programs, loads plugins, or reads a configuration file
+/// that could (the sandbox's `HOME` and working directory are the agent-writable workspace).
+/// Everything else — shells and their builtins, interpreters, build tools, wrappers that run
+/// another program, anything with a `--compress-program`-style hook — can only be allowed one
+/// call at a time.
+const ALWAYS_ALLOWABLE: &[&str] = &[
+    "ls",
+    "cat",
+    "head",
+    "tail",
+    "wc",
+    "stat",
+    "du",
+    "df",
+    "pwd",
+    "echo",
+    "printf",
+    "true",
+    "false",
+    "date",
+    "uname",
+    "id",
+    "whoami",
+    "hostname",
+    "uptime",
+    "free",
+    "nproc",
+    "basename",
+    "dirname",
+    "realpath",
+    "readlink",
+    "grep",
+    "egrep",
+    "fgrep",
+    "diff",
+    "cmp",
+    "comm",
+    "cut",
+    "tr",
+    "nl",
+    "od",
+    "hexdump",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "b2sum",
+    "cksum",
+    "base64",
+    "seq",
+    "sleep",
+    "test",
+    "tree",
+    "file",
+    "which",
+    "ps",
 ];
 
-/// Where a sandboxed process can write: a file there may change after an approval.
-const WRITABLE: &[&str] = &["/workspace", "/tmp", "/var/tmp", "/dev/shm", "/run", "/home", "/root"];
+/// Where a sandboxed process can write (or reach what it wrote): a file there may change after
+/// an approval. `/proc` and `/dev/fd` name the working directory and open files by other names.
+const WRITABLE: &[&str] =
+    &["/workspace", "/tmp", "/var/tmp", "/dev/shm", "/dev/fd", "/run", "/home", "/root", "/proc", "/sys"];
 
 /// Why an exact command may not be allowed for good, or `None` when it may.
 pub fn always_allow_refusal(argv: &[String]) -> Option<String> {
@@ -403,12 +466,20 @@ pub fn always_allow_refusal(argv: &[String]) -> Option<String> {
     if argv.len() > MAX_ARGV_WORDS || argv.iter().any(|w| w.len() > MAX_WORD_BYTES || w.contains('\0')) {
         return Some("the command is too long".into());
     }
-    let base = program.rsplit('/').next().unwrap_or(program).to_ascii_lowercase();
-    let base_stem = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    if RUNS_OTHER_CODE.contains(&base.as_str()) || RUNS_OTHER_CODE.contains(&base_stem) {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    let system_path = ["/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/"]
+        .iter()
+        .any(|p| program.strip_prefix(p).is_some_and(|rest| !rest.contains('/')));
+    if program.contains('/') && !system_path {
         return Some(format!(
-            "{base} runs code it reads from files or its arguments, which can change after the approval; \
-             allow each call once instead"
+            "{program} is not a system program: a file elsewhere could change after the approval, so it \
+             cannot be allowed always"
+        ));
+    }
+    if !ALWAYS_ALLOWABLE.contains(&base) {
+        return Some(format!(
+            "{base} is not on the list of programs that can be allowed always (programs that only read and \
+             print, and never run other code); allow each call once instead"
         ));
     }
     let writable = |word: &str| -> bool {
@@ -416,17 +487,15 @@ pub fn always_allow_refusal(argv: &[String]) -> Option<String> {
         if !path_like {
             return false;
         }
+        // Options carry paths after `=` (`--file=/workspace/x`).
+        let word = word.split_once('=').map_or(word, |(_, value)| value);
+        if !(word.contains('/') || word.starts_with('.')) {
+            return false;
+        }
         let resolved = sandbox_path(word).unwrap_or_default();
         resolved.is_empty() || WRITABLE.iter().any(|w| resolved == *w || resolved.starts_with(&format!("{w}/")))
     };
-    if program.contains('/') && !["/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/"].iter().any(|p| program.starts_with(p))
-    {
-        return Some(format!(
-            "{program} is a file in a writable place: its content could change after the approval, so it \
-             cannot be allowed always"
-        ));
-    }
-    if let Some(word) = argv.iter().find(|w| writable(w)) {
+    if let Some(word) = argv[1..].iter().find(|w| writable(w)) {
         return Some(format!(
             "the command names {word}, in a writable place whose content could change after the approval, so \
              it cannot be allowed always"
@@ -579,6 +648,25 @@ mod tests {
         assert_eq!(p.check(Tier::Invite, "exec", &json!({"command": "ls -la; id"})), Verdict::NeedsApproval);
         assert_eq!(p.check(Tier::Invite, "exec", &json!({"command": "ls -l"})), Verdict::NeedsApproval);
         assert!(p.allow_always("write", &json!({"path": "a"})).is_err());
+    }
+
+    #[test]
+    fn widening_is_told_from_tightening() {
+        let base = ToolPolicy::default();
+        let tighter = ToolPolicy { deny: vec!["exec".into()], egress_allow: vec![], ..ToolPolicy::default() };
+        assert!(!tighter.widens(&base));
+        assert!(!base.widens(&base));
+        for wider in [
+            ToolPolicy { elevated: vec![], ..ToolPolicy::default() },
+            ToolPolicy { profile: Profile::Full, ..ToolPolicy::default() },
+            ToolPolicy { egress_allow: vec!["example.com".into()], ..ToolPolicy::default() },
+            ToolPolicy { scratch: vec!["/workspace/other".into()], ..ToolPolicy::default() },
+            ToolPolicy { always_allow: vec![vec!["ls".into()]], ..ToolPolicy::default() },
+        ] {
+            assert!(wider.widens(&base), "{wider:?}");
+        }
+        // Re-enabling a denied tool widens too.
+        assert!(base.widens(&tighter));
     }
 
     #[test]

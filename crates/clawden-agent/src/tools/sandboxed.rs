@@ -99,6 +99,7 @@ struct Captured {
 /// Exit codes of the file scripts below (chosen above what the commands they run return).
 const EXIT_IS_DIRECTORY: i32 = 90;
 const EXIT_NOT_FOUND: i32 = 91;
+const EXIT_THROUGH_LINK: i32 = 92;
 
 /// Reads a file whole (at most `$2` bytes); distinct codes for a directory and a missing file.
 const READ_WHOLE: &str =
@@ -107,10 +108,15 @@ const READ_WHOLE: &str =
 const READ_LINES: &str = r#"if [ -d "$1" ]; then exit 90; fi; if [ ! -e "$1" ]; then exit 91; fi
 if [ -n "$3" ]; then tail -n "+$2" -- "$1" | head -n "$3" | head -c "$4"
 else tail -n "+$2" -- "$1" | head -c "$4"; fi"#;
-/// Writes standard input to `$1`, creating its parent directories.
-const WRITE: &str = r#"mkdir -p -- "$(dirname -- "$1")" && cat > "$1""#;
-/// Removes the file `$1`.
-const REMOVE: &str = r#"rm -f -- "$1""#;
+/// Writes standard input to `$1`, creating its parent directories. Refuses (92) a path that
+/// goes through a symbolic link: the policy judged the path by its name (scratch folder, rules
+/// files), so the file written must be the one that name says.
+const WRITE: &str = r#"mkdir -p -- "$(dirname -- "$1")" || exit 1
+[ "$(realpath -m -- "$1")" = "$1" ] || exit 92
+exec cat > "$1""#;
+/// Removes the file `$1` (92: the path goes through a symbolic link).
+const REMOVE: &str = r#"[ "$(realpath -m -- "$(dirname -- "$1")")/$(basename -- "$1")" = "$1" ] || exit 92
+rm -f -- "$1""#;
 
 async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, cap: usize) -> (Vec<u8>, bool) {
     let Some(mut reader) = reader else {
@@ -246,10 +252,10 @@ impl SandboxTools {
             return Err(format!("the content is larger than {} bytes", self.settings.write_cap_bytes));
         }
         let out = self.run_script(ctx, WRITE, &[path], Some(content), self.settings.output_cap_bytes).await?;
-        if out.code == 0 {
-            Ok(())
-        } else {
-            Err(failure_text(path, &out))
+        match out.code {
+            0 => Ok(()),
+            EXIT_THROUGH_LINK => Err(link_refusal(path)),
+            _ => Err(failure_text(path, &out)),
         }
     }
 
@@ -258,7 +264,9 @@ impl SandboxTools {
             return Err(rules_refusal(path));
         }
         let out = self.run_script(ctx, REMOVE, &[path], None, self.settings.output_cap_bytes).await?;
-        if out.code == 0 {
+        if out.code == EXIT_THROUGH_LINK {
+            Err(link_refusal(path))
+        } else if out.code == 0 {
             Ok(())
         } else {
             Err(failure_text(path, &out))
@@ -362,6 +370,13 @@ impl SandboxTools {
             .ok_or_else(|| format!("{path} does not exist"))?;
         let text = String::from_utf8(bytes).map_err(|_| format!("{path} is a binary file (not UTF-8 text)"))?;
         let count = text.matches(old).count();
+        // The result's size before building it: a replacement that would grow past the cap is
+        // refused without allocating it.
+        let grown = text.len() as u128 + (count as u128) * (new.len() as u128);
+        let shrunk = (count as u128) * (old.len() as u128);
+        if count > 0 && (count == 1 || all) && grown.saturating_sub(shrunk) > self.settings.write_cap_bytes as u128 {
+            return Err(format!("the edited file would be larger than {} bytes", self.settings.write_cap_bytes));
+        }
         let replaced = match count {
             0 => return Err(format!("old_string was not found in {path}")),
             1 => text.replacen(old, new, 1),
@@ -453,6 +468,10 @@ impl SandboxTools {
         let out = self.run_command(ctx, argv, None, timeout, self.settings.web_fetch_body_cap_bytes).await?;
         web::report(&url, &out, max_chars, self.settings.web_fetch_body_cap_bytes)
     }
+}
+
+fn link_refusal(path: &str) -> String {
+    format!("{path} goes through a symbolic link; write to the real path instead")
 }
 
 fn rules_refusal(path: &str) -> String {

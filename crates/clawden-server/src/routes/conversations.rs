@@ -358,7 +358,6 @@ pub async fn send(
         };
         return Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response());
     }
-    let _slot = slot;
     let mut waiting: Option<(clawden_core::ApprovalId, tokio::time::Instant)> = None;
     let answer_after = state.settings.tools.approval_response_after;
     loop {
@@ -386,7 +385,7 @@ pub async fn send(
     }
     // Still waiting: answer now, finish in the background.
     let approval_id = waiting.map(|(a, _)| a).ok_or_else(|| ApiError::internal("no approval to wait for"))?;
-    crate::chat::finish_in_background(&state.chat, user, id, events);
+    crate::chat::finish_in_background(&state.chat, user, id, events, slot);
     Ok((StatusCode::ACCEPTED, Json(WaitingBody { status: "waiting_for_approval", approval_id, message }))
         .into_response())
 }

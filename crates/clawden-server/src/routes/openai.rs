@@ -145,7 +145,6 @@ pub async fn completions(
         };
         return Ok(Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default()).into_response());
     }
-    let _slot = slot;
     let mut waiting: Option<(clawden_store::Approval, tokio::time::Instant)> = None;
     let answer_after = state.settings.tools.approval_response_after;
     loop {
@@ -176,7 +175,7 @@ pub async fn completions(
     // Still waiting for a decision: a completion that says so; the turn finishes in the
     // background and its reply lands in the conversation.
     let Some((approval, _)) = waiting else { return Err(ApiError::internal("no approval to wait for")) };
-    crate::chat::finish_in_background(&state.chat, user, approval.conversation_id, events);
+    crate::chat::finish_in_background(&state.chat, user, approval.conversation_id, events, slot);
     Ok(Json(json!({
         "id": id, "object": "chat.completion", "created": created, "model": req.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": pending_text(&approval)}, "finish_reason": "stop"}],

@@ -44,7 +44,8 @@ async fn policy_json(policy: &ToolPolicy, state: &AppState, instance: InstanceId
 
 /// Replaces the instance's tool policy. Owners and admins. Unknown fields, unknown tool
 /// names, addresses in `egress_allow` and commands that may not be allowed always are
-/// refused with 422.
+/// refused with 422. With a bearer credential (API key) the policy can only be tightened; a
+/// change that lets the agent do more needs a browser session (403 `session_required`).
 #[utoipa::path(put, path = "/api/v1/instances/{id}/policy", tag = "tools", params(("id" = String, Path)),
     request_body(content = Object, description = "`{profile, allow, deny, elevated, scratch, egress_allow, always_allow}`; missing fields take their defaults"),
     responses((status = 200, description = "the stored policy"), (status = 403, body = crate::error::ErrorBody),
@@ -58,6 +59,18 @@ pub async fn put_policy(
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", e.to_string()))?;
     let policy =
         policy.validated().map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", why))?;
+    // A bearer credential is something the agent might reach: with one, the policy may only
+    // be tightened. Letting the agent do more takes a browser session, like an approval does.
+    if admin.auth.session().is_none() {
+        let current = state.runtime.policy_of(admin.instance).await.map_err(crate::chat::turn_error)?;
+        if policy.widens(&current) {
+            return Err(ApiError::forbidden(
+                "session_required",
+                "this change lets the agent do more (a tool, fewer approvals, a domain, a command allowed always); \
+                 make it from a signed-in browser session",
+            ));
+        }
+    }
     let text = serde_json::to_string(&policy).map_err(ApiError::internal)?;
     let ev = audit::event(
         &state,

@@ -4,6 +4,7 @@
 CREATE TABLE tool_policies (
     instance_id  TEXT PRIMARY KEY REFERENCES instances (id) ON DELETE CASCADE,
     body         BYTEA NOT NULL,
+    version      BIGINT NOT NULL DEFAULT 1,
     updated_at   BIGINT NOT NULL
 );
 

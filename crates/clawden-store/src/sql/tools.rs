@@ -94,7 +94,8 @@ impl ToolStore for SqlStore {
         let mut tx = self.begin(by).await?;
         sqlx::query(
             "INSERT INTO tool_policies (instance_id, body, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (instance_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+             ON CONFLICT (instance_id) DO UPDATE
+             SET body = excluded.body, updated_at = excluded.updated_at, version = tool_policies.version + 1",
         )
         .bind(instance.to_string())
         .bind(sealed)
@@ -103,6 +104,64 @@ impl ToolStore for SqlStore {
         .await?;
         insert_audit(&mut tx.tx, &audit).await?;
         tx.commit().await
+    }
+
+    async fn tool_policy_versioned(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<(String, i64)>> {
+        self.require_member(by, instance).await?;
+        let row = sqlx::query("SELECT body, version FROM tool_policies WHERE instance_id = $1")
+            .bind(instance.to_string())
+            .fetch_optional(&mut *self.conn(by).await?)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("body")?;
+        let plain =
+            self.open(KeyOwner::Instance(instance), "tool_policies", "body", &instance.to_string(), &sealed).await?;
+        let body = String::from_utf8(plain.to_vec()).map_err(|_| StoreError::corrupt("policy is not UTF-8"))?;
+        Ok(Some((body, get_i64(&row, "version")?)))
+    }
+
+    async fn replace_tool_policy(
+        &self,
+        by: &Principal,
+        instance: InstanceId,
+        body: &str,
+        expected: i64,
+        now: UnixMillis,
+        audit: AuditEvent,
+    ) -> StoreResult<bool> {
+        self.require_configurer(by, instance).await?;
+        let sealed = self
+            .seal(KeyOwner::Instance(instance), "tool_policies", "body", &instance.to_string(), body.as_bytes(), now)
+            .await?;
+        let mut tx = self.begin(by).await?;
+        let done = if expected == 0 {
+            sqlx::query(
+                "INSERT INTO tool_policies (instance_id, body, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance_id) DO NOTHING",
+            )
+            .bind(instance.to_string())
+            .bind(sealed)
+            .bind(now)
+            .execute(&mut *tx.tx)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE tool_policies SET body = $2, updated_at = $3, version = version + 1
+                 WHERE instance_id = $1 AND version = $4",
+            )
+            .bind(instance.to_string())
+            .bind(sealed)
+            .bind(now)
+            .bind(expected)
+            .execute(&mut *tx.tx)
+            .await?
+        };
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx.tx, &audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_tool_call(&self, by: &Principal, user: UserId, day: &str, limit: i64) -> StoreResult<()> {

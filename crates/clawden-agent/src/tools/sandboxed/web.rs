@@ -54,6 +54,8 @@ pub(super) fn check_url(raw: &str, policy: &EgressPolicy) -> Result<Url, String>
 pub(super) fn curl_argv(url: &Url, timeout: Duration, body_cap: usize) -> Vec<String> {
     [
         "curl",
+        // First, so no `.curlrc` (HOME is the agent-writable workspace) is read.
+        "--disable",
         "--silent",
         "--show-error",
         "--proxy",

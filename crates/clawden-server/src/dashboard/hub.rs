@@ -57,7 +57,10 @@ async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthe
         html! {
             div.card {
                 h1 { "Your agents" }
-                p.hint { "Each agent's personality and rules are OpenClaw workspace files. Owners and admins change them and manage members; everyone else reads them and chats." }
+                p.hint { "Each agent's personality and rules are OpenClaw workspace files, and its tool policy says which tools it may use. Owners and admins change them, decide the agent's requests to run elevated tools, and manage members; everyone else reads them and chats." }
+                @if instances.iter().any(|m| m.role.can_configure()) {
+                    p { a.button href="/agent/approvals" { "Approvals waiting for you" } }
+                }
                 table #agents {
                     thead { tr { th scope="col" { "Agent" } th scope="col" { "Your role" } th scope="col" { "Pages" } } }
                     tbody {
@@ -67,7 +70,11 @@ async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthe
                                 td { span.badge { (m.role) } }
                                 td {
                                     a href={ "/agent/" (m.id) "/files" } { "Files" }
-                                    @if m.role.can_configure() { " · " a href={ "/agent/" (m.id) "/members" } { "Members & invitations" } }
+                                    " · " a href={ "/agent/" (m.id) "/policy" } { "Tool policy" }
+                                    @if m.role.can_configure() {
+                                        " · " a href={ "/agent/" (m.id) "/approvals" } { "Approvals" }
+                                        " · " a href={ "/agent/" (m.id) "/members" } { "Members & invitations" }
+                                    }
                                     " · " a href="/chat" { "Chat" }
                                 }
                             }

@@ -224,12 +224,12 @@ impl ToolStore for SqlStore {
         if visible.is_none() {
             return Err(StoreError::NotFound);
         }
-        let done = sqlx::query(&format!(
+        let done = sqlx::query(
             "UPDATE approvals SET status = $3, always = $4, decided_at = $5, decided_by = $2
              WHERE id = $1 AND status = 'pending' AND expires_at > $5
                AND EXISTS (SELECT 1 FROM members m WHERE m.instance_id = approvals.instance_id
-                           AND m.user_id = $2 AND m.role IN ('owner', 'admin'))"
-        ))
+                           AND m.user_id = $2 AND m.role IN ('owner', 'admin'))",
+        )
         .bind(id.to_string())
         .bind(user.to_string())
         .bind(status.as_str())

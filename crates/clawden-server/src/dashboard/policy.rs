@@ -111,8 +111,8 @@ async fn view(
                 } @else {
                     p #offered { @for t in &offered { span.badge { (t) } " " } }
                 }
-                p.hint { "After the tier and this server's sandbox. Calls of elevated tools wait for an owner's or admin's approval: "
-                    a href={ "/agent/" (instance) "/approvals" } { "Approvals" } "." }
+                p.hint { "After the tier and this server's sandbox. Calls of elevated tools wait for an owner's or admin's approval"
+                    @if editable { ": " a href={ "/agent/" (instance) "/approvals" } { "Approvals" } } "." }
             }
             @if editable {
                 (edit_form(instance, csrf, policy))

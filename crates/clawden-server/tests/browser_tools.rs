@@ -66,7 +66,7 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,1000", format!("--user-data-dir={}", profile.display()),
+                "--window-size=1200,1500", format!("--user-data-dir={}", profile.display()),
             ]
         }
     });

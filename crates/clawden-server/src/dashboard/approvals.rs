@@ -170,9 +170,9 @@ async fn view(
             div.card {
                 h2 { "Stop the agent" }
                 p.hint { "Aborts every running turn of the agent and kills the processes in its sandboxes. Its files stay." }
-                ul.hub {
+                div.actions {
                     @for (id, name) in &instances {
-                        li { a.button.danger href={ "/agent/" (id) "/stop" } { "Stop " (name) "…" } }
+                        a.button.danger href={ "/agent/" (id) "/stop" } { "Stop " (name) "…" }
                     }
                 }
             }

@@ -182,9 +182,11 @@ fn edit_form(instance: InstanceId, csrf: &str, policy: &ToolPolicy) -> Markup {
                         label for="scratch" { "Scratch folders " span.hint { "(write and edit run there without asking)" } }
                         textarea #scratch .editor name="scratch" rows="4" { (lines(&policy.scratch)) }
                     }
+                    div {
+                        label for="egress_allow" { "Egress domains " span.hint { "(example.com or *.example.com)" } }
+                        textarea #egress_allow .editor name="egress_allow" rows="4" { (lines(&policy.egress_allow)) }
+                    }
                 }
-                label for="egress_allow" { "Egress allowed domains " span.hint { "(example.com or *.example.com)" } }
-                textarea #egress_allow .editor name="egress_allow" rows="4" { (lines(&policy.egress_allow)) }
                 button type="submit" { "Save policy" }
             }
         }

@@ -110,10 +110,12 @@
           addToolCall(reply, payload);
         } else if (name === "approval_required") {
           addWaiting(payload);
+          status.textContent = "Waiting for an owner's or admin's approval…";
         } else if (name === "tool_result") {
           for (const p of document.querySelectorAll("p.notice.waiting")) p.remove();
           addToolResult(payload);
           reply = null;
+          status.textContent = "Working…";
         } else if (name === "done") {
           status.textContent = "";
           for (const p of document.querySelectorAll("p.notice.waiting")) p.remove();

@@ -260,6 +260,9 @@ async fn approvals_page_lists_a_pending_call_and_its_forms_decide_it() {
     assert!(html.contains(&conversation.to_string()), "the conversation");
     assert!(html.contains("Allow always (this exact command)"));
     assert!(!html.contains("id=\"no-approvals\""));
+    // The Agent hub counts them.
+    let (_, hub) = page(&owner, &app, "/agent").await;
+    assert!(hub.contains("3 approvals wait for you"), "{hub}");
     // The same rows on the page of every administered instance.
     assert!(page(&owner, &app, "/agent/approvals").await.1.contains(&format!("id=\"approval-{id}\"")));
 

@@ -231,8 +231,14 @@ async fn chat_send(
     state.runtime.accept(user, &conversation, &form.content).await.map_err(turn_error)?;
     let mut events = state.runtime.respond(user, conversation, Vec::new());
     while let Some(event) = events.recv().await {
-        if let TurnEvent::Failed { code, message } = event {
-            return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
+        match event {
+            TurnEvent::Failed { code, message } => {
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
+            }
+            // The turn goes on in its own task; the page shows the wait, and the reply once
+            // it is there.
+            TurnEvent::ApprovalRequired(_) => break,
+            _ => {}
         }
     }
     Ok(Redirect::to(&format!("/chat/{id}")).into_response())

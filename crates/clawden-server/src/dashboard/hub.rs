@@ -51,6 +51,7 @@ async fn settings_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAu
 async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {
     let Some((auth, csrf)) = session(&state, auth) else { return Ok(Redirect::to("/login").into_response()) };
     let instances = state.store.memberships(&auth.principal()).await?;
+    let waiting = state.store.pending_approvals(&auth.principal(), None, state.now()).await?.len();
     let markup = page(
         "Agent",
         Some((&auth.user.email, &csrf)),
@@ -59,7 +60,12 @@ async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthe
                 h1 { "Your agents" }
                 p.hint { "Each agent's personality and rules are OpenClaw workspace files, and its tool policy says which tools it may use. Owners and admins change them, decide the agent's requests to run elevated tools, and manage members; everyone else reads them and chats." }
                 @if instances.iter().any(|m| m.role.can_configure()) {
-                    p { a.button href="/agent/approvals" { "Approvals waiting for you" } }
+                    @if waiting > 0 {
+                        p { a.button #approvals-waiting href="/agent/approvals" {
+                            (waiting) @if waiting == 1 { " approval waits" } @else { " approvals wait" } " for you" } }
+                    } @else {
+                        p.hint { a href="/agent/approvals" { "Approvals" } ": nothing waits for a decision." }
+                    }
                 }
                 table #agents {
                     thead { tr { th scope="col" { "Agent" } th scope="col" { "Your role" } th scope="col" { "Pages" } } }

@@ -8,9 +8,10 @@ mod common;
 
 use common::TestApp;
 
-const PAGES: [&str; 11] = [
+const PAGES: [&str; 12] = [
     "/chat",
     "/agent",
+    "/agent/approvals",
     "/usage",
     "/settings",
     "/settings/data",
@@ -65,6 +66,9 @@ async fn every_page_renders_with_labels_csrf_and_the_right_navigation() {
             format!("/agent/{instance}/files"),
             format!("/agent/{instance}/files/SOUL.md"),
             format!("/agent/{instance}/members"),
+            format!("/agent/{instance}/policy"),
+            format!("/agent/{instance}/approvals"),
+            format!("/agent/{instance}/stop"),
         ];
         for path in PAGES.iter().copied().chain(own.iter().map(String::as_str)) {
             let res = client.get(app.at(path)).send().await.unwrap();

@@ -18,8 +18,9 @@ use clawden_agent::runtime::TurnEvent;
 use clawden_agent::workspace::{validate_file, WorkspacePath, MAX_TOTAL_CHARS};
 use clawden_core::{ConversationId, InstanceId, Principal};
 use clawden_store::{AuditChain, StoreError};
-use maud::html;
+use maud::{html, Markup};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 const CHAT_JS: &str = include_str!("chat.js");
 
@@ -128,6 +129,18 @@ async fn chat_page(
     let conversation = state.store.conversation(&auth.principal(), id).await?.ok_or_else(ApiError::not_found)?;
     let messages: Vec<MessageBody> =
         state.store.messages(&auth.principal(), id, 500).await?.iter().map(MessageBody::from).collect();
+    // Which tool each result answers, to name it.
+    let tool_names: HashMap<&str, &str> =
+        messages.iter().flat_map(|m| m.tool_calls()).map(|c| (c.id.as_str(), c.name.as_str())).collect();
+    // Calls of this conversation waiting for a decision (seen by the instance's owners and
+    // admins only: they are the ones who decide).
+    let waiting: Vec<_> = state
+        .store
+        .pending_approvals(&auth.principal(), Some(conversation.instance_id), state.now())
+        .await?
+        .into_iter()
+        .filter(|a| a.conversation_id == id)
+        .collect();
     let markup = page(
         &conversation.title,
         Some((&auth.user.email, &csrf)),
@@ -136,11 +149,16 @@ async fn chat_page(
                 h1 { (conversation.title) }
                 p.hint { "Replies come from the " (state.runtime.provider_name()) " provider." }
                 ol #messages .messages aria-live="polite" {
-                    @for m in &messages {
-                        li class={ "msg " (m.role_name()) } { span.who { (m.role_name()) } div.text { (m.text()) } }
+                    @for m in &messages { (message(m, &tool_names)) }
+                }
+                @for a in &waiting {
+                    p.notice.waiting role="status" {
+                        "The agent waits for approval to run " code { (a.tool) } ". "
+                        a href={ "/agent/" (conversation.instance_id) "/approvals" } { "Decide on the Approvals page" } "."
                     }
                 }
-                form #send method="post" action={ "/chat/" (id) "/send" } data-api={ "/api/v1/conversations/" (id) "/messages" } {
+                form #send method="post" action={ "/chat/" (id) "/send" } data-api={ "/api/v1/conversations/" (id) "/messages" }
+                    data-approvals={ "/agent/" (conversation.instance_id) "/approvals" } {
                     input type="hidden" name="csrf_token" value=(csrf);
                     label for="content" { "Message" }
                     textarea #content name="content" rows="3" required maxlength="32000" {}
@@ -152,6 +170,42 @@ async fn chat_page(
         },
     );
     Ok(render(StatusCode::OK, markup))
+}
+
+/// Pretty-printed JSON arguments.
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// One message of the history: text, the tool calls an assistant message made, or a tool's
+/// result (folded, marked when the tool failed or was refused).
+fn message(m: &MessageBody, tool_names: &HashMap<&str, &str>) -> Markup {
+    if m.role_name() == "tool" {
+        let tool = m.call_id().and_then(|id| tool_names.get(id)).copied().unwrap_or("tool");
+        return html! {
+            li class={ "msg tool" @if m.is_error() { " failed" } } {
+                details {
+                    summary {
+                        span.who { "tool result" } " " code { (tool) }
+                        @if m.is_error() { " " span.badge.bad { "error" } }
+                    }
+                    pre.output { (m.text()) }
+                }
+            }
+        };
+    }
+    html! {
+        li class={ "msg " (m.role_name()) } {
+            span.who { (m.role_name()) }
+            @if !m.text().is_empty() || m.tool_calls().is_empty() { div.text { (m.text()) } }
+            @for call in m.tool_calls() {
+                div.tool-call {
+                    span.hint { "calls " } code.tool-name { (call.name) }
+                    pre.arguments { (pretty(&call.arguments)) }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -177,8 +231,14 @@ async fn chat_send(
     state.runtime.accept(user, &conversation, &form.content).await.map_err(turn_error)?;
     let mut events = state.runtime.respond(user, conversation, Vec::new());
     while let Some(event) = events.recv().await {
-        if let TurnEvent::Failed { code, message } = event {
-            return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
+        match event {
+            TurnEvent::Failed { code, message } => {
+                return Err(ApiError::new(StatusCode::BAD_GATEWAY, code, message));
+            }
+            // The turn goes on in its own task; the page shows the wait, and the reply once
+            // it is there.
+            TurnEvent::ApprovalRequired(_) => break,
+            _ => {}
         }
     }
     Ok(Redirect::to(&format!("/chat/{id}")).into_response())

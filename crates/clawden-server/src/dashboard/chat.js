@@ -21,6 +21,45 @@
     return body;
   }
 
+  function element(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  // A tool call of the assistant message `reply` belongs to: the tool's name and arguments.
+  function addToolCall(reply, call) {
+    const box = element("div", "tool-call");
+    box.append(element("span", "hint", "calls "), element("code", "tool-name", call.name),
+      element("pre", "arguments", JSON.stringify(call.arguments, null, 2)));
+    reply.parentElement.append(box);
+  }
+
+  // A tool's result, folded like the server-rendered history.
+  function addToolResult(result) {
+    const li = element("li", "msg tool" + (result.is_error ? " failed" : ""));
+    const details = element("details");
+    const summary = element("summary");
+    summary.append(element("span", "who", "tool result"), " ", element("code", "", result.tool));
+    if (result.is_error) summary.append(" ", element("span", "badge bad", "error"));
+    details.append(summary, element("pre", "output", result.content));
+    li.append(details);
+    list.append(li);
+  }
+
+  // The turn waits for an owner or admin: say so, with the way to the Approvals page.
+  function addWaiting(approval) {
+    const p = element("p", "notice waiting");
+    p.setAttribute("role", "status");
+    p.dataset.approval = approval.id;
+    p.append("The agent waits for approval to run ", element("code", "", approval.tool), ". ");
+    const link = element("a", "", "Decide on the Approvals page");
+    link.href = form.dataset.approvals || "/agent/approvals";
+    p.append(link, ".");
+    list.after(p);
+  }
+
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const box = form.querySelector("textarea");
@@ -42,7 +81,7 @@
     }
     box.value = "";
     add("user", content);
-    const reply = add("assistant", "");
+    let reply = add("assistant", "");
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -62,9 +101,25 @@
         }
         if (!data) continue;
         const payload = JSON.parse(data);
-        if (name === "delta") reply.textContent += payload.text;
-        else if (name === "done") status.textContent = "";
-        else if (name === "error") status.textContent = payload.message;
+        if (name === "delta") {
+          // Text after a tool's result is a new assistant message, as it is stored.
+          if (!reply) reply = add("assistant", "");
+          reply.textContent += payload.text;
+        } else if (name === "tool_call") {
+          if (!reply) reply = add("assistant", "");
+          addToolCall(reply, payload);
+        } else if (name === "approval_required") {
+          addWaiting(payload);
+          status.textContent = "Waiting for an owner's or admin's approval…";
+        } else if (name === "tool_result") {
+          for (const p of document.querySelectorAll("p.notice.waiting")) p.remove();
+          addToolResult(payload);
+          reply = null;
+          status.textContent = "Working…";
+        } else if (name === "done") {
+          status.textContent = "";
+          for (const p of document.querySelectorAll("p.notice.waiting")) p.remove();
+        } else if (name === "error") status.textContent = payload.message;
       }
     }
   });

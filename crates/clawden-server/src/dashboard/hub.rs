@@ -51,13 +51,22 @@ async fn settings_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAu
 async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {
     let Some((auth, csrf)) = session(&state, auth) else { return Ok(Redirect::to("/login").into_response()) };
     let instances = state.store.memberships(&auth.principal()).await?;
+    let waiting = state.store.pending_approvals(&auth.principal(), None, state.now()).await?.len();
     let markup = page(
         "Agent",
         Some((&auth.user.email, &csrf)),
         html! {
             div.card {
                 h1 { "Your agents" }
-                p.hint { "Each agent's personality and rules are OpenClaw workspace files. Owners and admins change them and manage members; everyone else reads them and chats." }
+                p.hint { "Each agent's personality and rules are OpenClaw workspace files, and its tool policy says which tools it may use. Owners and admins change them, decide the agent's requests to run elevated tools, and manage members; everyone else reads them and chats." }
+                @if instances.iter().any(|m| m.role.can_configure()) {
+                    @if waiting > 0 {
+                        p { a.button #approvals-waiting href="/agent/approvals" {
+                            (waiting) @if waiting == 1 { " approval waits" } @else { " approvals wait" } " for you" } }
+                    } @else {
+                        p.hint { a href="/agent/approvals" { "Approvals" } ": nothing waits for a decision." }
+                    }
+                }
                 table #agents {
                     thead { tr { th scope="col" { "Agent" } th scope="col" { "Your role" } th scope="col" { "Pages" } } }
                     tbody {
@@ -67,7 +76,11 @@ async fn agent_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthe
                                 td { span.badge { (m.role) } }
                                 td {
                                     a href={ "/agent/" (m.id) "/files" } { "Files" }
-                                    @if m.role.can_configure() { " · " a href={ "/agent/" (m.id) "/members" } { "Members & invitations" } }
+                                    " · " a href={ "/agent/" (m.id) "/policy" } { "Tool policy" }
+                                    @if m.role.can_configure() {
+                                        " · " a href={ "/agent/" (m.id) "/approvals" } { "Approvals" }
+                                        " · " a href={ "/agent/" (m.id) "/members" } { "Members & invitations" }
+                                    }
                                     " · " a href="/chat" { "Chat" }
                                 }
                             }

@@ -3,9 +3,11 @@
 //! the JSON API.
 
 mod agent;
+mod approvals;
 mod data;
 mod hub;
 mod layout;
+mod policy;
 mod security;
 mod team;
 mod usage;
@@ -41,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/account/sessions/{id}/revoke", post(revoke_submit))
         .route("/static/app.css", get(stylesheet))
         .merge(agent::routes())
+        .merge(policy::routes())
+        .merge(approvals::routes())
         .merge(team::routes())
         .merge(security::routes())
         .merge(data::routes())

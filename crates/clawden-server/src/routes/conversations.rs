@@ -90,6 +90,11 @@ impl MessageBody {
         &self.tool_calls
     }
 
+    /// For a `tool` message: the id of the call it answers.
+    pub fn call_id(&self) -> Option<&str> {
+        self.call_id.as_deref()
+    }
+
     /// Whether a `tool` message reports a failure.
     pub fn is_error(&self) -> bool {
         self.is_error == Some(true)

@@ -30,16 +30,24 @@ pub async fn get_policy(State(state): State<AppState>, member: Member) -> Result
 
 async fn policy_json(policy: &ToolPolicy, state: &AppState, instance: InstanceId) -> Result<Value, ApiError> {
     let mut value = serde_json::to_value(policy).map_err(ApiError::internal)?;
+    value["offered"] = serde_json::json!(offered_now(policy, state, instance).await?);
+    Ok(value)
+}
+
+/// What the agent is offered now under `policy`, after the instance's tier and this server's
+/// sandbox.
+pub(crate) async fn offered_now(
+    policy: &ToolPolicy,
+    state: &AppState,
+    instance: InstanceId,
+) -> Result<Vec<&'static str>, ApiError> {
     let tier = state.runtime.tier_of(instance).await.map_err(crate::chat::turn_error)?;
-    // What the agent is offered now, after the tier and this server's sandbox.
-    let offered: Vec<&str> = policy
+    Ok(policy
         .offered(tier)
         .into_iter()
         .filter(|t| !t.needs_sandbox() || state.sandbox.is_some())
         .map(|t| t.as_str())
-        .collect();
-    value["offered"] = serde_json::json!(offered);
-    Ok(value)
+        .collect())
 }
 
 /// Replaces the instance's tool policy. Owners and admins. Unknown fields, unknown tool
@@ -57,6 +65,17 @@ pub async fn put_policy(
 ) -> Result<Json<Value>, ApiError> {
     let policy: ToolPolicy = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", e.to_string()))?;
+    let policy = save_policy(&state, &admin, policy).await?;
+    Ok(Json(policy_json(&policy, &state, admin.instance).await?))
+}
+
+/// Validates and stores an instance's tool policy, audited as `policy.update`; the API and
+/// the dashboard both save through here. A policy that does not validate is a 422
+/// `invalid_policy` whose message says what is wrong, and nothing is stored.
+pub(crate) async fn save_policy(state: &AppState, admin: &Member, policy: ToolPolicy) -> Result<ToolPolicy, ApiError> {
+    if !admin.role.can_configure() {
+        return Err(ApiError::forbidden("forbidden", "only the instance's owners and admins may do this"));
+    }
     let policy =
         policy.validated().map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", why))?;
     // A bearer credential is something the agent might reach: with one, the policy may only
@@ -73,7 +92,7 @@ pub async fn put_policy(
     }
     let text = serde_json::to_string(&policy).map_err(ApiError::internal)?;
     let ev = audit::event(
-        &state,
+        state,
         admin.auth.ip,
         AuditChain::Instance(admin.instance),
         Some(admin.auth.user.id),
@@ -83,7 +102,29 @@ pub async fn put_policy(
         Outcome::Success,
     );
     state.store.set_tool_policy(&admin.principal(), admin.instance, &text, state.now(), ev).await?;
-    Ok(Json(policy_json(&policy, &state, admin.instance).await?))
+    Ok(policy)
+}
+
+/// Stops the instance's running turns and kills its sandbox processes, audited as
+/// `instance.stop`; returns how many turns were stopped. The API and the dashboard both stop
+/// through here.
+pub(crate) async fn stop_instance(state: &AppState, admin: &Member) -> Result<usize, ApiError> {
+    if !admin.role.can_configure() {
+        return Err(ApiError::forbidden("forbidden", "only the instance's owners and admins may do this"));
+    }
+    let stopped = state.runtime.stop_instance(admin.instance).await;
+    let ev = audit::event(
+        state,
+        admin.auth.ip,
+        AuditChain::Instance(admin.instance),
+        Some(admin.auth.user.id),
+        Some(admin.instance),
+        "instance.stop",
+        format!("turns:{stopped}"),
+        Outcome::Success,
+    );
+    state.store.record(ev).await?;
+    Ok(stopped)
 }
 
 /// Which approvals to list.
@@ -137,14 +178,20 @@ pub async fn decide(
         _ => return Err(ApiError::bad_request("invalid_decision", "decision is \"allow\" or \"deny\"")),
     };
     let hub = state.runtime.approvals().ok_or_else(ApiError::not_found)?;
-    match hub.decide(&auth.principal(), id, allow, req.always, Some(auth.ip.0.to_string())).await {
-        Ok(decided) => Ok(Json(approval_json(&decided))),
-        Err(DecideError::NotFound) => Err(ApiError::not_found()),
-        Err(DecideError::Conflict(why)) => Err(ApiError::new(StatusCode::CONFLICT, "already_decided", why)),
-        Err(DecideError::AlwaysRefused(why)) => {
-            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "allow_always_refused", why))
-        }
-        Err(DecideError::Store(e)) => Err(e.into()),
+    let decided = hub
+        .decide(&auth.principal(), id, allow, req.always, Some(auth.ip.0.to_string()))
+        .await
+        .map_err(decide_error)?;
+    Ok(Json(approval_json(&decided)))
+}
+
+/// The API error of a decision not taken (the dashboard shows the same messages).
+pub(crate) fn decide_error(err: DecideError) -> ApiError {
+    match err {
+        DecideError::NotFound => ApiError::not_found(),
+        DecideError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "already_decided", why),
+        DecideError::AlwaysRefused(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "allow_always_refused", why),
+        DecideError::Store(e) => e.into(),
     }
 }
 
@@ -153,17 +200,6 @@ pub async fn decide(
 #[utoipa::path(post, path = "/api/v1/instances/{id}/stop", tag = "tools", params(("id" = String, Path)),
     responses((status = 200, description = "`{stopped_turns}`"), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn stop(State(state): State<AppState>, InstanceAdmin(admin): InstanceAdmin) -> Result<Json<Value>, ApiError> {
-    let stopped = state.runtime.stop_instance(admin.instance).await;
-    let ev = audit::event(
-        &state,
-        admin.auth.ip,
-        AuditChain::Instance(admin.instance),
-        Some(admin.auth.user.id),
-        Some(admin.instance),
-        "instance.stop",
-        format!("turns:{stopped}"),
-        Outcome::Success,
-    );
-    state.store.record(ev).await?;
+    let stopped = stop_instance(&state, &admin).await?;
     Ok(Json(serde_json::json!({"stopped_turns": stopped})))
 }

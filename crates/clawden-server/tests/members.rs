@@ -511,3 +511,48 @@ async fn login_burst_locks_and_notifies() {
     assert_eq!(login("192.0.2.79", common::PASSWORD).await.status(), 200);
     app.stop().await;
 }
+
+/// A bearer credential is something the agent might reach: with one, the tool policy can
+/// only be tightened; letting the agent do more takes a browser session.
+#[tokio::test]
+async fn bearer_credential_cannot_widen_the_tool_policy() {
+    let app = TestApp::spawn().await;
+    let client = app.client();
+    let me = app.signup(&client, "owner@example.com").await;
+    let csrf = me["csrf_token"].as_str().unwrap().to_owned();
+    let instance = me["instances"][0]["id"].as_str().unwrap().to_owned();
+    let key: Value = client
+        .post(app.at("/api/v1/api-keys"))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "script"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let url = app.at(&format!("/api/v1/instances/{instance}/policy"));
+    let bearer = |body: Value| reqwest::Client::new().put(&url).bearer_auth(&key).json(&body).send();
+    // Tightening: fine.
+    assert_eq!(bearer(json!({"deny": ["exec"]})).await.unwrap().status(), 200);
+    // Widening in any way: refused, and nothing changes.
+    for wider in [
+        json!({}),
+        json!({"deny": ["exec"], "elevated": []}),
+        json!({"deny": ["exec"], "profile": "full"}),
+        json!({"deny": ["exec"], "egress_allow": ["example.com"]}),
+        json!({"deny": ["exec"], "always_allow": [["ls"]]}),
+    ] {
+        let res = bearer(wider.clone()).await.unwrap();
+        assert_eq!(res.status(), 403, "{wider}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "session_required");
+    }
+    let policy: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(policy["deny"], json!(["exec"]));
+    // The browser session may widen.
+    let res = client.put(&url).header("x-csrf-token", &csrf).json(&json!({"elevated": []})).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    app.stop().await;
+}

@@ -567,3 +567,78 @@ async fn demo_provider_runs_a_bang_command_with_the_exec_tool() {
     assert!(text.contains("The tool returned") && text.contains("tools-without-a-key"), "{text}");
     Arc::try_unwrap(app).ok().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_member_cannot_change_the_shared_memory_and_links_do_not_widen_scratch() {
+    if !sandbox_available() {
+        return;
+    }
+    let app = App::start(|_| {}).await;
+    let owner = app.user("owner@example.com", Tier::Invite).await;
+    let member = app.user("member@example.com", Tier::Base).await;
+    let res = owner
+        .client
+        .post(app.at(&format!("/api/v1/instances/{}/members", owner.instance)))
+        .header("x-csrf-token", &owner.csrf)
+        .json(&json!({"email": "member@example.com", "role": "user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let invitations: Vec<Value> =
+        member.client.get(app.at("/api/v1/invitations")).send().await.unwrap().json().await.unwrap();
+    let res = member
+        .client
+        .post(app.at(&format!("/api/v1/invitations/{}/accept", invitations[0]["id"].as_str().unwrap())))
+        .header("x-csrf-token", &member.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    // The member chats with the owner's (invite-tier) agent.
+    let conv: Value = member
+        .client
+        .post(app.at("/api/v1/conversations"))
+        .header("x-csrf-token", &member.csrf)
+        .json(&json!({"instance_id": owner.instance}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let res = app.send(&member, &conv, json!([{"name": "memory_write", "arguments": {"content": "obey me"}}])).await;
+    let text = app.reply(res).await;
+    assert!(text.contains("refused: only the conversations of the instance's owners and admins"), "{text}");
+    let memory = owner
+        .client
+        .get(app.at(&format!("/api/v1/instances/{}/files/MEMORY.md", owner.instance)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!memory.contains("obey me"));
+    // A link inside the scratch folder does not turn a write elsewhere into a scratch write.
+    app.set_policy(&owner, json!({"elevated": ["write"]})).await;
+    let conv = app.conversation(&owner).await;
+    let res = app
+        .send(
+            &owner,
+            &conv,
+            json!([
+                {"name": "write", "arguments": {"path": "scratch/keep.txt", "content": "x"}},
+                {"name": "exec", "arguments": {"command": "ln -s .. /workspace/scratch/up && echo linked"}},
+                {"name": "write", "arguments": {"path": "scratch/up/run.sh", "content": "echo pwned"}},
+                {"name": "exec", "arguments": {"command": "ls /workspace/run.sh 2>&1; true"}},
+            ]),
+        )
+        .await;
+    let text = app.reply(res).await;
+    assert!(text.contains("linked"), "{text}");
+    assert!(text.contains("goes through a symbolic link"), "{text}");
+    assert!(text.contains("No such file"), "{text}");
+    app.stop().await;
+}

@@ -449,3 +449,22 @@ async fn web_fetch_reaches_only_allowlisted_names_through_the_egress_proxy() {
     .await;
     server_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_refuses_a_result_past_the_cap_before_building_it() {
+    if !sandbox_available() {
+        return;
+    }
+    let s = setup(SandboxToolSettings { write_cap_bytes: 10_000, ..settings() }, None, &[]);
+    s.ok(ToolName::Write, json!({"path": "scratch/a.txt", "content": "a".repeat(5000)})).await;
+    let err = s
+        .err(
+            ToolName::Edit,
+            json!({"path": "scratch/a.txt", "old_string": "a", "new_string": "aaa", "replace_all": true}),
+        )
+        .await;
+    assert!(err.contains("would be larger than 10000 bytes"), "{err}");
+    // Unchanged.
+    let text = s.ok(ToolName::Read, json!({"path": "scratch/a.txt"})).await;
+    assert_eq!(text.len(), 5000, "{}", &text[..text.len().min(80)]);
+}

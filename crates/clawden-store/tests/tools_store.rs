@@ -269,10 +269,49 @@ async fn rls_hides_other_instances_policies_and_approvals() {
         )
         .await
         .unwrap();
+    // Bob joins Alice's instance with the role `user`.
+    let (bob, _) = make_user(&store, "bob@example.com").await;
+    store
+        .invite(
+            &me(&alice),
+            instance.id,
+            "bob@example.com",
+            clawden_core::Role::User,
+            1_000,
+            100_000,
+            audit("member.invite", AuditChain::Instance(instance.id), Some(alice.id)),
+        )
+        .await
+        .unwrap();
+    let invitation = store.invitations(&me(&bob), 1_000).await.unwrap().remove(0);
+    assert!(store
+        .answer_invitation(
+            &me(&bob),
+            &invitation.id,
+            true,
+            1_000,
+            audit("member.accept", AuditChain::Instance(instance.id), Some(bob.id))
+        )
+        .await
+        .unwrap());
     sqlx::any::install_default_drivers();
     let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
     let mut conn = raw.acquire().await.unwrap();
     sqlx::query("SET ROLE clawden_app").execute(&mut *conn).await.unwrap();
+    // As Bob: the policy is readable, not writable; approvals are neither.
+    sqlx::query("SELECT set_config('clawden.user_id', $1, false)")
+        .bind(bob.id.to_string())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tool_policies").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(n, 1, "a member reads the policy");
+    let changed = sqlx::query("UPDATE tool_policies SET updated_at = 0").execute(&mut *conn).await.unwrap();
+    assert_eq!(changed.rows_affected(), 0, "a user member cannot write the policy");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM approvals").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(n, 0, "a user member sees no approvals");
+    let changed = sqlx::query("UPDATE approvals SET status = 'allowed'").execute(&mut *conn).await.unwrap();
+    assert_eq!(changed.rows_affected(), 0, "a user member decides nothing");
     sqlx::query("SELECT set_config('clawden.user_id', $1, false)")
         .bind(mallory.id.to_string())
         .execute(&mut *conn)

@@ -26,9 +26,29 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_pending ON approvals (instance_id, status, created_at);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON tool_policies, approvals TO clawden_app;
+
+-- The instances where the acting user is an owner or admin (who change the policy and see and
+-- decide approvals). SECURITY DEFINER, like clawden_my_instances().
+CREATE FUNCTION clawden_my_admin_instances() RETURNS SETOF text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = public AS
+$$ SELECT instance_id FROM members WHERE user_id = clawden_uid() AND role IN ('owner', 'admin') $$;
+GRANT EXECUTE ON FUNCTION clawden_my_admin_instances() TO clawden_app;
+
+-- Policies: every member reads; owners and admins (or the server) write.
 ALTER TABLE tool_policies ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tool_policies FORCE ROW LEVEL SECURITY;
-CREATE POLICY member ON tool_policies USING (clawden_system() OR instance_id IN (SELECT clawden_my_instances()));
+CREATE POLICY member_reads ON tool_policies FOR SELECT
+    USING (clawden_system() OR instance_id IN (SELECT clawden_my_instances()));
+CREATE POLICY configurer_writes ON tool_policies FOR ALL
+    USING (clawden_system() OR instance_id IN (SELECT clawden_my_admin_instances()))
+    WITH CHECK (clawden_system() OR instance_id IN (SELECT clawden_my_admin_instances()));
+
+-- Approvals: created and expired by the server; seen and decided by owners and admins.
 ALTER TABLE approvals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE approvals FORCE ROW LEVEL SECURITY;
-CREATE POLICY member ON approvals USING (clawden_system() OR instance_id IN (SELECT clawden_my_instances()));
+CREATE POLICY system_all ON approvals FOR ALL USING (clawden_system()) WITH CHECK (clawden_system());
+CREATE POLICY decider_reads ON approvals FOR SELECT
+    USING (instance_id IN (SELECT clawden_my_admin_instances()));
+CREATE POLICY decider_decides ON approvals FOR UPDATE
+    USING (instance_id IN (SELECT clawden_my_admin_instances()))
+    WITH CHECK (instance_id IN (SELECT clawden_my_admin_instances()));

@@ -5,88 +5,17 @@
 
 mod common;
 
+use common::browser::{browser, screenshot, start_driver, submit, type_into, wait_for};
 use common::{TestApp, PASSWORD};
-use fantoccini::{ClientBuilder, Locator};
-use std::process::{Child, Command, Stdio};
+use fantoccini::Locator;
 use std::time::Duration;
-
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Option<Driver> {
-    let found =
-        std::path::Path::new("/usr/bin/chromedriver").exists() && std::path::Path::new("/usr/bin/chromium").exists();
-    if !found {
-        if clawden_store::testing::under_ci() {
-            panic!("chromium and chromedriver are missing, and CI=true forbids skipping browser tests");
-        }
-        eprintln!("skipped: browser test (install Debian's chromium and chromium-driver)");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
-    // Bounded wait for chromedriver to answer its status endpoint.
-    for _ in 0..100 {
-        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
-            return Some(driver);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromedriver did not start within 5 s");
-}
-
-fn capabilities(profile: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
-    let caps = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,900", format!("--user-data-dir={}", profile.display()),
-            ]
-        }
-    });
-    caps.as_object().cloned().unwrap_or_default()
-}
-
-/// Where screenshots go: test artifacts, never committed.
-pub fn artifact_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("CLAWDEN_TEST_ARTIFACTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("clawden-test-artifacts"));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_signs_up_signs_out_and_signs_in() {
     let Some(driver) = start_driver().await else { return };
-    // The driver speaks plain HTTP on loopback; rustls still wants a provider chosen.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn().await;
     let profile = tempfile::tempdir().unwrap();
-    let c = ClientBuilder::rustls()
-        .expect("tls roots")
-        .capabilities(capabilities(profile.path()))
-        .connect(&driver.url)
-        .await
-        .expect("connect to chromedriver");
+    let c = browser(&driver, profile.path(), 900, None).await;
 
     c.goto(&app.at("/signup")).await.unwrap();
     c.find(Locator::Css("#email")).await.unwrap().send_keys("browser@example.com").await.unwrap();
@@ -102,8 +31,7 @@ async fn browser_signs_up_signs_out_and_signs_in() {
     assert_eq!(c.current_url().await.unwrap().path(), "/account");
     let email = c.find(Locator::Css("#me-email")).await.unwrap().text().await.unwrap();
     assert_eq!(email, "browser@example.com");
-    let shot = c.screenshot().await.unwrap();
-    std::fs::write(artifact_dir().join("account.png"), shot).unwrap();
+    screenshot(&c, "account.png").await;
 
     c.find(Locator::Css("form[action='/logout'] button")).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Css("form[action='/login']")).await.unwrap();
@@ -116,8 +44,7 @@ async fn browser_signs_up_signs_out_and_signs_in() {
     c.find(Locator::Css("form[action='/login'] button[type=submit]")).await.unwrap().click().await.unwrap();
     let alert = c.wait().for_element(Locator::Css("p.error")).await.unwrap().text().await.unwrap();
     assert!(alert.contains("wrong email or password"), "{alert}");
-    let shot = c.screenshot().await.unwrap();
-    std::fs::write(artifact_dir().join("login-error.png"), shot).unwrap();
+    screenshot(&c, "login-error.png").await;
 
     c.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
     c.find(Locator::Css("form[action='/login'] button[type=submit]")).await.unwrap().click().await.unwrap();
@@ -131,49 +58,13 @@ async fn browser_signs_up_signs_out_and_signs_in() {
     drop(driver);
 }
 
-/// Clicks the submit button of the form posting to `action`.
-async fn submit(c: &fantoccini::Client, action: &str) {
-    let css = format!("form[action='{action}'] button[type=submit]");
-    c.find(Locator::Css(&css)).await.unwrap().click().await.unwrap();
-}
-
-async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
-    c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
-}
-
-async fn wait_for(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
-    // Polls (bounded at 10 s): while a form post navigates, the driver can answer a lookup
-    // with a transient error instead of "not found yet".
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(el) = c.find(Locator::Css(css)).await {
-            return el;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn screenshot(c: &fantoccini::Client, name: &str) {
-    let shot = c.screenshot().await.unwrap();
-    std::fs::write(artifact_dir().join(name), shot).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_sets_up_two_factor_keys_and_credentials_on_the_security_page() {
     use clawden_core::Clock;
     let Some(driver) = start_driver().await else { return };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn().await;
     let profile = tempfile::tempdir().unwrap();
-    let c = ClientBuilder::rustls()
-        .expect("tls roots")
-        .capabilities(capabilities(profile.path()))
-        .connect(&driver.url)
-        .await
-        .expect("connect to chromedriver");
+    let c = browser(&driver, profile.path(), 900, None).await;
 
     c.goto(&app.at("/signup")).await.unwrap();
     type_into(&c, "#email", "secure@example.com").await;
@@ -265,15 +156,9 @@ async fn browser_sets_up_two_factor_keys_and_credentials_on_the_security_page() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_chats_with_a_streamed_reply_and_edits_soul_md() {
     let Some(driver) = start_driver().await else { return };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let app = TestApp::spawn().await;
     let profile = tempfile::tempdir().unwrap();
-    let c = ClientBuilder::rustls()
-        .expect("tls roots")
-        .capabilities(capabilities(profile.path()))
-        .connect(&driver.url)
-        .await
-        .unwrap();
+    let c = browser(&driver, profile.path(), 900, None).await;
     c.goto(&app.at("/signup")).await.unwrap();
     c.find(Locator::Css("#email")).await.unwrap().send_keys("chat@example.com").await.unwrap();
     c.find(Locator::Css("#password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
@@ -310,7 +195,7 @@ async fn browser_chats_with_a_streamed_reply_and_edits_soul_md() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reply.contains("Pinchy") && reply.contains("hello from the browser"), "{reply}");
-    std::fs::write(artifact_dir().join("chat.png"), c.screenshot().await.unwrap()).unwrap();
+    screenshot(&c, "chat.png").await;
     // After a reload the conversation is still there, from the server.
     c.refresh().await.unwrap();
     let stored = c.find_all(Locator::Css("li.msg")).await.unwrap();

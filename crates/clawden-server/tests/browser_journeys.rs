@@ -7,108 +7,10 @@
 
 mod common;
 
+use common::browser::{browser, click, screenshot, start_driver, type_into, wait_for};
 use common::{TestApp, PASSWORD};
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use fantoccini::{Client, Locator};
 use std::time::{Duration, Instant};
-
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Option<Driver> {
-    let found = Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists();
-    if !found {
-        if clawden_store::testing::under_ci() {
-            panic!("chromium and chromedriver are missing, and CI=true forbids skipping browser tests");
-        }
-        eprintln!("skipped: browser test (install Debian's chromium and chromium-driver)");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
-    for _ in 0..100 {
-        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
-            return Some(driver);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromedriver did not start within 5 s");
-}
-
-async fn browser(driver: &Driver, profile: &Path, downloads: &Path) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let caps = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,900", format!("--user-data-dir={}", profile.display()),
-            ],
-            "prefs": {
-                "download.default_directory": downloads.display().to_string(),
-                "download.prompt_for_download": false,
-            }
-        }
-    });
-    ClientBuilder::rustls()
-        .expect("tls roots")
-        .capabilities(caps.as_object().cloned().unwrap_or_default())
-        .connect(&driver.url)
-        .await
-        .expect("connect to chromedriver")
-}
-
-fn artifact_dir() -> PathBuf {
-    let dir = std::env::var_os("CLAWDEN_TEST_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("clawden-test-artifacts"));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let shot = c.screenshot().await.unwrap();
-    std::fs::write(artifact_dir().join(name), shot).unwrap();
-}
-
-async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(el) = c.find(Locator::Css(css)).await {
-            return el;
-        }
-        if Instant::now() > deadline {
-            panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn type_into(c: &Client, css: &str, text: &str) {
-    c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
-}
 
 async fn sign_up(c: &Client, app: &TestApp, email: &str) {
     c.goto(&app.at("/signup")).await.unwrap();
@@ -147,7 +49,7 @@ async fn browser_signs_up_chats_audits_exports_and_deletes_the_account() {
     let app = TestApp::spawn().await;
     let profile = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
-    let c = browser(&driver, profile.path(), downloads.path()).await;
+    let c = browser(&driver, profile.path(), 900, Some(downloads.path())).await;
 
     sign_up(&c, &app, "journey@example.com").await;
     screenshot(&c, "account.png").await;
@@ -245,8 +147,8 @@ async fn browser_member_accepts_an_invitation_chats_but_cannot_edit_soul_md() {
     let Some(driver) = start_driver().await else { return };
     let app = TestApp::spawn().await;
     let (p1, p2, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let owner = browser(&driver, p1.path(), d.path()).await;
-    let member = browser(&driver, p2.path(), d.path()).await;
+    let owner = browser(&driver, p1.path(), 900, Some(d.path())).await;
+    let member = browser(&driver, p2.path(), 900, Some(d.path())).await;
 
     sign_up(&owner, &app, "owner@example.com").await;
     sign_up(&member, &app, "member@example.com").await;

@@ -70,14 +70,8 @@ async fn elevated_exec_waits_is_approved_over_the_api_and_runs() {
     let app = Arc::new(App::start(|_| {}).await);
     let alice = Arc::new(app.user("alice@example.com", Tier::Invite).await);
     let conv = app.conversation(&alice).await;
-    let turn = {
-        let (app, alice, conv) = (app.clone(), alice.clone(), conv.clone());
-        tokio::spawn(async move {
-            let res =
-                app.send(&alice, &conv, json!([{"name": "exec", "arguments": {"command": "echo approved-run"}}])).await;
-            app.reply(res).await
-        })
-    };
+    let turn =
+        spawn_turn(&app, &alice, &conv, json!([{"name": "exec", "arguments": {"command": "echo approved-run"}}]));
     let pending = app.pending(&alice, 1).await;
     assert_eq!(pending[0]["tool"], "exec");
     assert_eq!(pending[0]["arguments"]["command"], "echo approved-run");
@@ -115,35 +109,21 @@ async fn denied_call_is_reported_denied_and_an_approval_of_a_does_not_authorize_
     let app = Arc::new(App::start(|_| {}).await);
     let alice = Arc::new(app.user("alice@example.com", Tier::Invite).await);
     let conv = app.conversation(&alice).await;
-    let turn = {
-        let (app, alice, conv) = (app.clone(), alice.clone(), conv.clone());
-        tokio::spawn(async move {
-            let res = app
-                .send(
-                    &alice,
-                    &conv,
-                    json!([
-                        {"name": "exec", "arguments": {"command": "echo call-a"}},
-                        {"name": "exec", "arguments": {"command": "echo call-b"}},
-                    ]),
-                )
-                .await;
-            app.reply(res).await
-        })
-    };
+    let turn = spawn_turn(
+        &app,
+        &alice,
+        &conv,
+        json!([
+            {"name": "exec", "arguments": {"command": "echo call-a"}},
+            {"name": "exec", "arguments": {"command": "echo call-b"}},
+        ]),
+    );
     let first = app.pending(&alice, 1).await;
     assert_eq!(first[0]["arguments"]["command"], "echo call-a");
     let a_id = first[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(app.decide(&alice, &a_id, json!({"decision": "allow"})).await.status(), 200);
     // The second call, with other arguments, needs an approval of its own.
-    let mut second = Vec::new();
-    for _ in 0..200 {
-        second = app.pending(&alice, 1).await;
-        if second[0]["id"] != a_id.as_str() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let second = app.next_pending_other_than(&alice, &a_id).await;
     assert_ne!(second[0]["id"], a_id.as_str());
     assert_eq!(second[0]["arguments"]["command"], "echo call-b");
     assert_ne!(second[0]["digest"], first[0]["digest"]);
@@ -289,14 +269,7 @@ async fn bearer_credential_cannot_decide_approvals() {
         .unwrap();
     let key = key["key"].as_str().unwrap().to_owned();
     let conv = app.conversation(&alice).await;
-    let turn = {
-        let (app, alice, conv) = (app.clone(), alice.clone(), conv.clone());
-        tokio::spawn(async move {
-            let res =
-                app.send(&alice, &conv, json!([{"name": "exec", "arguments": {"command": "echo by-bearer"}}])).await;
-            app.reply(res).await
-        })
-    };
+    let turn = spawn_turn(&app, &alice, &conv, json!([{"name": "exec", "arguments": {"command": "echo by-bearer"}}]));
     let pending = app.pending(&alice, 1).await;
     let id = pending[0]["id"].as_str().unwrap();
     // The API key lists approvals, but cannot decide one.
@@ -349,22 +322,15 @@ async fn allow_always_refused_for_writable_script() {
     let app = Arc::new(App::start(|_| {}).await);
     let alice = Arc::new(app.user("alice@example.com", Tier::Invite).await);
     let conv = app.conversation(&alice).await;
-    let turn = {
-        let (app, alice, conv) = (app.clone(), alice.clone(), conv.clone());
-        tokio::spawn(async move {
-            let res = app
-                .send(
-                    &alice,
-                    &conv,
-                    json!([
-                        {"name": "exec", "arguments": {"command": "/workspace/run.sh"}},
-                        {"name": "exec", "arguments": {"command": "uname -s"}},
-                    ]),
-                )
-                .await;
-            app.reply(res).await
-        })
-    };
+    let turn = spawn_turn(
+        &app,
+        &alice,
+        &conv,
+        json!([
+            {"name": "exec", "arguments": {"command": "/workspace/run.sh"}},
+            {"name": "exec", "arguments": {"command": "uname -s"}},
+        ]),
+    );
     let pending = app.pending(&alice, 1).await;
     let id = pending[0]["id"].as_str().unwrap().to_owned();
     let res = app.decide(&alice, &id, json!({"decision": "allow", "always": true})).await;
@@ -375,14 +341,7 @@ async fn allow_always_refused_for_writable_script() {
     assert_eq!(app.pending(&alice, 1).await[0]["id"], id.as_str());
     assert_eq!(app.decide(&alice, &id, json!({"decision": "deny"})).await.status(), 200);
     // A plain system command may be allowed always, and then runs without asking.
-    let mut second = Vec::new();
-    for _ in 0..200 {
-        second = app.pending(&alice, 1).await;
-        if second[0]["id"] != id.as_str() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let second = app.next_pending_other_than(&alice, &id).await;
     assert_eq!(second[0]["arguments"]["command"], "uname -s");
     let res = app.decide(&alice, second[0]["id"].as_str().unwrap(), json!({"decision": "allow", "always": true})).await;
     assert_eq!(res.status(), 200);

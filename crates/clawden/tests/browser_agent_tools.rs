@@ -7,127 +7,26 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../clawden-server/tests/common/browser.rs"]
+mod browser;
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use browser::{browser, click, screenshot, start_driver, type_into};
 use clawden_core::{FixedClock, Outcome, Principal, Tier, UserId};
 use clawden_server::{Server, Settings};
 use clawden_store::{AuditChain, AuditEvent};
-use fantoccini::{Client, ClientBuilder, Locator};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use fantoccini::elements::Element;
+use fantoccini::{Client, Locator};
+use sandbox::sandbox_available;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "violet-kettle-sings";
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn sandbox_available() -> bool {
-    let caps = clawden_sandbox::probe();
-    let config = clawden_sandbox::BackendConfig::new(env!("CARGO_BIN_EXE_clawden"), "/nonexistent");
-    let missing = caps.missing(&config);
-    if caps.running_as_root && caps.quota_volumes && missing.is_empty() {
-        return true;
-    }
-    let reason = format!("sandbox unavailable (root: {}, missing: {missing:?})", caps.running_as_root);
-    if under_ci() {
-        panic!("CI=true and this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
-
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_driver() -> Option<Driver> {
-    let found = Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists();
-    if !found {
-        if under_ci() {
-            panic!("chromium and chromedriver are missing, and CI=true forbids skipping browser tests");
-        }
-        eprintln!("SKIPPED: browser test (install Debian's chromium and chromium-driver)");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
-    for _ in 0..100 {
-        if reqwest::get(format!("{}/status", driver.url)).await.is_ok() {
-            return Some(driver);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("chromedriver did not start within 5 s");
-}
-
-async fn browser(driver: &Driver, profile: &Path) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let caps = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,1300", format!("--user-data-dir={}", profile.display()),
-            ]
-        }
-    });
-    ClientBuilder::rustls()
-        .expect("tls roots")
-        .capabilities(caps.as_object().cloned().unwrap_or_default())
-        .connect(&driver.url)
-        .await
-        .expect("connect to chromedriver")
-}
-
-fn artifact_dir() -> PathBuf {
-    let dir = std::env::var_os("CLAWDEN_TEST_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("clawden-test-artifacts"));
-    let _ = std::fs::create_dir_all(&dir);
-    dir
-}
-
-async fn screenshot(c: &Client, name: &str) {
-    let shot = c.screenshot().await.unwrap();
-    std::fs::write(artifact_dir().join(name), shot).unwrap();
-}
-
-async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(el) = c.find(Locator::Css(css)).await {
-            return el;
-        }
-        if Instant::now() > deadline {
-            panic!("no {css}; at {:?}: {}", c.current_url().await, c.source().await.unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn type_into(c: &Client, css: &str, text: &str) {
-    c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+/// A first sandbox start can be slow: waits longer than `browser::wait_for`.
+async fn wait_for(c: &Client, css: &str) -> Element {
+    browser::wait_for_within(c, css, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +65,7 @@ async fn browser_chat_runs_a_tool_after_an_approval_given_on_the_live_approvals_
     let at = |path: &str| format!("{url}{path}");
 
     let profile = tempfile::tempdir().unwrap();
-    let c = browser(&driver, profile.path()).await;
+    let c = browser(&driver, profile.path(), 1300, None).await;
     c.goto(&at("/signup")).await.unwrap();
     type_into(&c, "#email", "owner@example.com").await;
     type_into(&c, "#password", PASSWORD).await;

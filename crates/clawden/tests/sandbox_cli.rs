@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use sandbox::sandbox_available;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -18,22 +22,6 @@ fn with_stdin(mut cmd: Command, input: &str) -> Output {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
-}
-
-/// Skips when this machine cannot sandbox — except under `CI=true`, where that is a failure.
-fn sandbox_available() -> bool {
-    let caps = clawden_sandbox::probe();
-    let config = clawden_sandbox::BackendConfig::new(env!("CARGO_BIN_EXE_clawden"), "/nonexistent");
-    let missing = caps.missing(&config);
-    if caps.running_as_root && caps.quota_volumes && missing.is_empty() {
-        return true;
-    }
-    let reason = format!("sandbox unavailable (root: {}, missing: {missing:?})", caps.running_as_root);
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
 }
 
 /// Creates a user and returns the id of their instance.

@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
+use sandbox::sandbox_available;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,22 +18,6 @@ fn clawden(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawden"));
     cmd.arg("--data-dir").arg(data).env_remove("CLAWDEN_DATABASE_URL").env("CLAWDEN_LOG", "warn");
     cmd
-}
-
-/// Skips when this machine cannot sandbox — except under `CI=true`, where that is a failure.
-fn sandbox_available() -> bool {
-    let caps = clawden_sandbox::probe();
-    let config = clawden_sandbox::BackendConfig::new(env!("CARGO_BIN_EXE_clawden"), "/nonexistent");
-    let missing = caps.missing(&config);
-    if caps.running_as_root && caps.quota_volumes && missing.is_empty() {
-        return true;
-    }
-    let reason = format!("sandbox unavailable (root: {}, missing: {missing:?})", caps.running_as_root);
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
 }
 
 /// Creates a user and returns the id of their instance.

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/sandbox.rs"]
+mod sandbox;
+
 use clawden_agent::tools::sandboxed::{SandboxToolSettings, SandboxTools};
 use clawden_agent::tools::{ToolContext, ToolExecutor, ToolName, ToolOutput};
 use clawden_core::{InstanceId, UserId};
@@ -13,6 +16,7 @@ use clawden_sandbox::{
     BackendConfig, EgressEvent, EgressProxy, EgressReporter, Limits, LocalSandboxes, ManagerSettings, SandboxKey,
     SandboxManager, WorkspaceKey, WorkspaceKeyFuture, WorkspaceKeys, WorkspaceStorage,
 };
+use sandbox::sandbox_available;
 use serde_json::json;
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,22 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Skips when this machine cannot sandbox — except under `CI=true`, where that is a failure.
-fn sandbox_available() -> bool {
-    let caps = clawden_sandbox::probe();
-    let config = BackendConfig::new(env!("CARGO_BIN_EXE_clawden"), "/nonexistent");
-    let missing = caps.missing(&config);
-    if caps.running_as_root && caps.quota_volumes && missing.is_empty() {
-        return true;
-    }
-    let reason = format!("sandbox unavailable (root: {}, missing: {missing:?})", caps.running_as_root);
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
 
 struct FixedKey;
 

@@ -120,3 +120,4 @@ pub async fn error_code(res: reqwest::Response) -> (u16, String) {
     let body: Value = res.json().await.expect("JSON error body");
     (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
 }
+pub mod browser;

@@ -16,24 +16,13 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[path = "sandbox.rs"]
+mod sandbox;
+pub use sandbox::sandbox_available;
 
 pub const PASSWORD: &str = "violet-kettle-sings";
-
-/// Skips when this machine cannot sandbox — except under `CI=true`, where that is a failure.
-pub fn sandbox_available() -> bool {
-    let caps = clawden_sandbox::probe();
-    let config = clawden_sandbox::BackendConfig::new(env!("CARGO_BIN_EXE_clawden"), "/nonexistent");
-    let missing = caps.missing(&config);
-    if caps.running_as_root && caps.quota_volumes && missing.is_empty() {
-        return true;
-    }
-    let reason = format!("sandbox unavailable (root: {}, missing: {missing:?})", caps.running_as_root);
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    false
-}
 
 /// Every request body the fake provider received.
 pub type Seen = Arc<Mutex<Vec<Value>>>;
@@ -256,6 +245,20 @@ impl App {
         panic!("no pending approval appeared");
     }
 
+    /// Waits (bounded) until the first pending approval is another than `id`, and returns the
+    /// list (the last one seen if it never changes).
+    pub async fn next_pending_other_than(&self, user: &User, id: &str) -> Vec<Value> {
+        let mut list = Vec::new();
+        for _ in 0..200 {
+            list = self.pending(user, 1).await;
+            if list[0]["id"] != id {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        list
+    }
+
     pub async fn decide(&self, user: &User, id: &str, body: Value) -> reqwest::Response {
         user.client
             .post(self.at(&format!("/api/v1/approvals/{id}")))
@@ -274,6 +277,16 @@ impl App {
             let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
         }
     }
+}
+
+/// Sends a scripted message from `user` in a task of its own (while the test decides its
+/// approvals); the task ends with the reply text of the 200 response.
+pub fn spawn_turn(app: &Arc<App>, user: &Arc<User>, conversation: &str, calls: Value) -> JoinHandle<String> {
+    let (app, user, conversation) = (app.clone(), user.clone(), conversation.to_owned());
+    tokio::spawn(async move {
+        let res = app.send(&user, &conversation, calls).await;
+        app.reply(res).await
+    })
 }
 
 pub fn tool_names(request: &Value) -> Vec<String> {

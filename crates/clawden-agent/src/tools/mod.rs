@@ -6,6 +6,7 @@
 //! (instance, member) pair. [`policy`] decides which tools an instance offers, which calls
 //! wait for a human approval and which are refused outright.
 
+pub(crate) mod patch;
 pub mod policy;
 pub mod sandboxed;
 

@@ -313,23 +313,25 @@ fn written_paths(tool: ToolName, arguments: &serde_json::Value) -> Result<Vec<St
     }
 }
 
-/// The files a unified diff touches (from its `---` and `+++` lines), resolved under
-/// `/workspace` with `a/` and `b/` prefixes removed.
-pub fn patch_targets(patch: &str) -> Result<Vec<String>, String> {
+/// The files a unified diff touches, resolved under `/workspace`, read by the same parser that
+/// `apply_patch` applies with (so the policy and the executor can never disagree about them).
+/// Both names of a file part count, so a part that merely names a rules file is refused too.
+pub fn patch_targets(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
-    for line in patch.lines() {
-        let Some(rest) = line.strip_prefix("+++ ").or_else(|| line.strip_prefix("--- ")) else { continue };
-        let name = rest.split('\t').next().unwrap_or_default().trim();
-        if name == "/dev/null" || name.is_empty() {
-            continue;
+    for file in super::patch::parse(text)? {
+        let mut names = vec![super::patch::target_path(&file)?];
+        if let Some(old) = &file.old {
+            let old = old.strip_prefix("a/").unwrap_or(old);
+            let resolved = sandbox_path(old)?;
+            if !resolved.starts_with(&format!("{WORKSPACE}/")) {
+                return Err(format!("the patch names {old:?}, which is outside {WORKSPACE}"));
+            }
+            names.push(resolved);
         }
-        let name = name.strip_prefix("a/").or_else(|| name.strip_prefix("b/")).unwrap_or(name);
-        let resolved = sandbox_path(name.trim_start_matches('/').trim_start_matches("workspace/"))?;
-        if !resolved.starts_with(&format!("{WORKSPACE}/")) || name.split('/').any(|p| p == "..") {
-            return Err(format!("the patch names {name:?}, which is outside {WORKSPACE}"));
-        }
-        if !out.contains(&resolved) {
-            out.push(resolved);
+        for name in names {
+            if !out.contains(&name) {
+                out.push(name);
+            }
         }
     }
     Ok(out)

@@ -8,9 +8,9 @@
 //! missing sandbox, a command that fails — becomes a [`ToolOutput::error`] the model can read.
 
 mod args;
-mod patch;
 mod web;
 
+use super::patch;
 use super::{is_rules_path, sandbox_path, ToolContext, ToolExecutor, ToolName, ToolOutput, WORKSPACE};
 use args::Args;
 use async_trait::async_trait;

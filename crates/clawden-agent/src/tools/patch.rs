@@ -9,18 +9,18 @@ use crate::tools::{sandbox_path, WORKSPACE};
 
 /// One file's part of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct FilePatch {
+pub(crate) struct FilePatch {
     /// The `---` name; `None` for `/dev/null` (a new file).
-    pub(super) old: Option<String>,
+    pub(crate) old: Option<String>,
     /// The `+++` name; `None` for `/dev/null` (a deleted file).
-    pub(super) new: Option<String>,
+    pub(crate) new: Option<String>,
     /// The hunks, in order.
-    pub(super) hunks: Vec<Hunk>,
+    pub(crate) hunks: Vec<Hunk>,
 }
 
 /// One `@@` hunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Hunk {
+pub(crate) struct Hunk {
     old_start: usize,
     lines: Vec<Line>,
     /// `\ No newline at end of file` after a line of the old side.
@@ -38,7 +38,7 @@ enum Line {
 
 /// What applying one file's part gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Applied {
+pub(crate) enum Applied {
     /// The file's new content.
     Write(String),
     /// The file is to be removed.
@@ -79,7 +79,7 @@ fn hunk_header(line: &str) -> Result<(usize, usize, usize), String> {
 
 /// Parses a unified diff of one or more files. Lines outside file parts (`diff --git`,
 /// `index`, prose) are skipped; renames, copies and binary patches are refused.
-pub(super) fn parse(text: &str) -> Result<Vec<FilePatch>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<FilePatch>, String> {
     let lines: Vec<&str> = text.split('\n').collect();
     let mut files = Vec::new();
     let mut i = 0;
@@ -178,7 +178,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<FilePatch>, String> {
 
 /// The absolute path a file part writes, which must lie under `/workspace`. `a/` and `b/`
 /// prefixes (git's) are removed.
-pub(super) fn target_path(file: &FilePatch) -> Result<String, String> {
+pub(crate) fn target_path(file: &FilePatch) -> Result<String, String> {
     let git_style = file.old.as_deref().is_none_or(|o| o.starts_with("a/"))
         && file.new.as_deref().is_none_or(|n| n.starts_with("b/"));
     let name = match (&file.new, &file.old) {
@@ -196,7 +196,7 @@ pub(super) fn target_path(file: &FilePatch) -> Result<String, String> {
 }
 
 /// Applies one file's part to its current content (`None`: the file does not exist).
-pub(super) fn apply(file: &FilePatch, current: Option<&str>) -> Result<Applied, String> {
+pub(crate) fn apply(file: &FilePatch, current: Option<&str>) -> Result<Applied, String> {
     let creating = file.old.is_none();
     match current {
         Some(c) if creating && !c.is_empty() => return Err("the patch creates the file but it already exists".into()),

@@ -245,12 +245,11 @@ impl ApprovalHub {
     /// The instance's policy and its version (0 when none is stored). An unreadable stored
     /// policy is an error, never silently replaced by the defaults.
     async fn stored_policy(&self, instance: InstanceId) -> Result<(ToolPolicy, i64), DecideError> {
-        match self.store.tool_policy_versioned(&Principal::System, instance).await? {
-            None => Ok((ToolPolicy::default(), 0)),
-            Some((body, version)) => serde_json::from_str(&body)
-                .map(|policy| (policy, version))
-                .map_err(|_| DecideError::Store(StoreError::Corrupt("the stored tool policy is unreadable".into()))),
-        }
+        let stored = self.store.tool_policy_versioned(&Principal::System, instance).await?;
+        let version = stored.as_ref().map_or(0, |(_, v)| *v);
+        ToolPolicy::from_stored(stored.as_ref().map(|(body, _)| body.as_str()))
+            .map(|policy| (policy, version))
+            .map_err(|_| DecideError::Store(StoreError::Corrupt("the stored tool policy is unreadable".into())))
     }
 
     /// An owner's or admin's decision. With `always` (allow only), the exact `exec` command

@@ -279,17 +279,16 @@ impl Runtime {
         self.approvals.as_ref()
     }
 
-    /// The instance's tool policy (the defaults when none is stored).
+    /// The instance's tool policy (the defaults when none is stored, no tools when the stored
+    /// one cannot be read).
     pub async fn policy_of(&self, instance: InstanceId) -> Result<ToolPolicy, TurnError> {
         let stored = self.store.tool_policy(&Principal::System, instance).await?;
-        Ok(match stored {
-            None => ToolPolicy::default(),
-            Some(body) => serde_json::from_str(&body).unwrap_or_else(|err| {
-                // Stored by this code after validation; unreadable means a newer format.
-                tracing::error!(error = %err, %instance, "unreadable tool policy; using the defaults");
-                ToolPolicy::default()
-            }),
-        })
+        Ok(ToolPolicy::from_stored(stored.as_deref()).unwrap_or_else(|err| {
+            // Stored by this code after validation; unreadable means a newer format. No tools
+            // rather than the defaults, which may allow more than the stored policy did.
+            tracing::error!(error = %err, %instance, "unreadable tool policy; offering no tools");
+            ToolPolicy::closed()
+        }))
     }
 
     /// Stops every running turn of `instance` and kills the processes of its sandboxes.
@@ -520,9 +519,11 @@ impl Runtime {
                     StreamEvent::Finish(_) => break,
                 }
             }
-            loop_state.tokens = loop_state.tokens.saturating_add(usage.input_tokens + usage.output_tokens);
-            loop_state.usage.input_tokens += usage.input_tokens;
-            loop_state.usage.output_tokens += usage.output_tokens;
+            // Counts come from the provider: add without overflow whatever it reports.
+            loop_state.tokens =
+                loop_state.tokens.saturating_add(usage.input_tokens).saturating_add(usage.output_tokens);
+            loop_state.usage.input_tokens = loop_state.usage.input_tokens.saturating_add(usage.input_tokens);
+            loop_state.usage.output_tokens = loop_state.usage.output_tokens.saturating_add(usage.output_tokens);
             let now = self.clock.now_millis();
             let counted = DailyUsage {
                 messages: 0,

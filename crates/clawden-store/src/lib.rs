@@ -509,23 +509,13 @@ pub trait ToolStore {
     /// member, or the system.
     async fn tool_policy(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<String>>;
 
-    /// Stores the instance's tool policy (JSON text, sealed under the instance's key) with its
-    /// audit record. Owners and admins, or the system (an "allow always" decision).
-    async fn set_tool_policy(
-        &self,
-        by: &Principal,
-        instance: InstanceId,
-        body: &str,
-        now: UnixMillis,
-        audit: AuditEvent,
-    ) -> StoreResult<()>;
-
     /// The stored policy with its version (which every write increments), for a
     /// read-modify-write with [`ToolStore::replace_tool_policy`]. Any member, or the system.
     async fn tool_policy_versioned(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<(String, i64)>>;
 
-    /// Stores the policy only if its version is still `expected` (0: none stored yet); `false`
-    /// when someone changed it meanwhile. Owners and admins, or the system.
+    /// Stores the policy (JSON text, sealed under the instance's key) with its audit record,
+    /// only if its version is still `expected` (0: none stored yet); `false` when someone
+    /// changed it meanwhile. Owners and admins, or the system.
     async fn replace_tool_policy(
         &self,
         by: &Principal,

@@ -63,25 +63,27 @@ async fn policies_are_sealed_read_by_members_and_written_by_configurers() {
         let (mallory, _) = make_user(&store, "mallory@example.com").await;
         assert_eq!(store.tool_policy(&me(&alice), instance.id).await.unwrap(), None);
         let body = r#"{"egress_allow":["secret-partner.example.org"]}"#;
-        store
-            .set_tool_policy(
+        assert!(store
+            .replace_tool_policy(
                 &me(&alice),
                 instance.id,
                 body,
+                0,
                 2_000,
                 audit("policy.update", AuditChain::Instance(instance.id), Some(alice.id)),
             )
             .await
-            .unwrap();
+            .unwrap());
         assert_eq!(store.tool_policy(&me(&alice), instance.id).await.unwrap().as_deref(), Some(body));
         assert_eq!(store.tool_policy(&Principal::System, instance.id).await.unwrap().as_deref(), Some(body));
         // A stranger neither reads nor writes it.
         assert!(matches!(store.tool_policy(&me(&mallory), instance.id).await, Err(StoreError::NotFound)));
         let write = store
-            .set_tool_policy(
+            .replace_tool_policy(
                 &me(&mallory),
                 instance.id,
                 "{}",
+                0,
                 3_000,
                 audit("policy.update", AuditChain::Instance(instance.id), Some(mallory.id)),
             )
@@ -251,16 +253,17 @@ async fn rls_hides_other_instances_policies_and_approvals() {
     let (alice, instance) = make_user(&store, "alice@example.com").await;
     let (mallory, _) = make_user(&store, "mallory@example.com").await;
     let conv = store.create_conversation(&me(&alice), instance.id, "t", 10, 1_000).await.unwrap();
-    store
-        .set_tool_policy(
+    assert!(store
+        .replace_tool_policy(
             &me(&alice),
             instance.id,
             "{}",
+            0,
             2_000,
             audit("policy.update", AuditChain::Instance(instance.id), None),
         )
         .await
-        .unwrap();
+        .unwrap());
     store
         .create_approval(
             &Principal::System,

@@ -159,6 +159,17 @@ fn egress_domain(raw: &str) -> Result<String, String> {
 }
 
 impl ToolPolicy {
+    /// A policy that offers no tool at all: what a stored policy this version cannot read
+    /// counts as, so an unreadable policy never turns into the (wider) defaults.
+    pub fn closed() -> Self {
+        ToolPolicy { deny: vec!["group:all".into()], ..ToolPolicy::default() }
+    }
+
+    /// The policy as stored (`None`: nothing stored, the defaults), or the parse error.
+    pub fn from_stored(body: Option<&str>) -> Result<Self, serde_json::Error> {
+        body.map_or_else(|| Ok(ToolPolicy::default()), serde_json::from_str)
+    }
+
     /// Checks every field and normalises names (lowercase, scratch paths resolved, domains
     /// without trailing dots). The error says what is wrong, for a 422.
     pub fn validated(mut self) -> Result<ToolPolicy, String> {

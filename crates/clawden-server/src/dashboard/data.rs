@@ -279,7 +279,9 @@ async fn delete_account_submit(
     if let Err(err) = crate::routes::account::delete_with(&state, &auth, form.password, form.totp_code.as_deref()).await
     {
         if err.status().is_client_error() {
-            return again(format!("Not deleted: {}.", err.message())).await;
+            // Shown on the page, with the status (a 429 keeps its Retry-After).
+            let view = data_view(&state, &auth, &csrf, totp, Some(&format!("Not deleted: {}.", err.message()))).await?;
+            return Ok(super::error_response(err, view));
         }
         return Err(err);
     }
@@ -353,9 +355,8 @@ async fn import_submit(
             ),
         )),
         Err(err) => {
-            let message = err.message().to_owned();
-            let view = data_view_with(&state, &auth, &csrf, totp, None, Some(&message)).await?;
-            Ok(render(err.status(), view))
+            let view = data_view_with(&state, &auth, &csrf, totp, None, Some(err.message())).await?;
+            Ok(super::error_response(err, view))
         }
     }
 }

@@ -181,7 +181,14 @@ async fn login_submit(
 
 /// Renders a form again with the error's message, keeping the error's status and Retry-After.
 fn error_page(err: ApiError, form: impl FnOnce(&str) -> Markup) -> Response {
-    let mut response = render(err.status(), form(err.message()));
+    let markup = form(err.message());
+    error_response(err, markup)
+}
+
+/// A page showing an API error: its status, its `Retry-After`, and the server-side log of a
+/// 5xx — what every dashboard page answers when the API call behind it fails.
+pub(super) fn error_response(err: ApiError, markup: Markup) -> Response {
+    let mut response = render(err.status(), markup);
     if let Some(secs) = err.retry_after() {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);

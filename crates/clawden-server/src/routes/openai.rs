@@ -124,7 +124,7 @@ pub async fn completions(
                         let mut last = chunk(json!({}), json!("stop"));
                         last["usage"] = json!({
                             "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                            "total_tokens": usage.input_tokens + usage.output_tokens
+                            "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens)
                         });
                         yield Ok(Event::default().data(last.to_string()));
                         break;
@@ -165,7 +165,7 @@ pub async fn completions(
                     "id": id, "object": "chat.completion", "created": created, "model": req.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                              "total_tokens": usage.input_tokens + usage.output_tokens}
+                              "total_tokens": usage.input_tokens.saturating_add(usage.output_tokens)}
                 }))
                 .into_response());
             }

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use clawden_agent::approvals::DecideError;
 use clawden_agent::tools::policy::ToolPolicy;
-use clawden_core::{ApprovalId, InstanceId, Outcome};
+use clawden_core::{ApprovalId, InstanceId, Outcome, Principal};
 use clawden_store::AuditChain;
 use serde::Deserialize;
 use serde_json::Value;
@@ -78,10 +78,15 @@ pub(crate) async fn save_policy(state: &AppState, admin: &Member, policy: ToolPo
     }
     let policy =
         policy.validated().map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", why))?;
+    // Read, check and write against one version: a change made meanwhile is never
+    // overwritten by a request that was checked against the older policy.
+    let stored = state.store.tool_policy_versioned(&Principal::System, admin.instance).await?;
+    let version = stored.as_ref().map_or(0, |(_, v)| *v);
     // A bearer credential is something the agent might reach: with one, the policy may only
     // be tightened. Letting the agent do more takes a browser session, like an approval does.
     if admin.auth.session().is_none() {
-        let current = state.runtime.policy_of(admin.instance).await.map_err(crate::chat::turn_error)?;
+        let current = ToolPolicy::from_stored(stored.as_ref().map(|(body, _)| body.as_str()))
+            .unwrap_or_else(|_| ToolPolicy::closed());
         if policy.widens(&current) {
             return Err(ApiError::forbidden(
                 "session_required",
@@ -101,7 +106,13 @@ pub(crate) async fn save_policy(state: &AppState, admin: &Member, policy: ToolPo
         format!("instance:{}", admin.instance),
         Outcome::Success,
     );
-    state.store.set_tool_policy(&admin.principal(), admin.instance, &text, state.now(), ev).await?;
+    if !state.store.replace_tool_policy(&admin.principal(), admin.instance, &text, version, state.now(), ev).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "policy_changed",
+            "the policy changed while this request was made; read it again and retry",
+        ));
+    }
     Ok(policy)
 }
 

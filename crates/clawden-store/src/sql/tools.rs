@@ -68,42 +68,7 @@ impl SqlStore {
 #[async_trait]
 impl ToolStore for SqlStore {
     async fn tool_policy(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<String>> {
-        self.require_member(by, instance).await?;
-        let sealed: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM tool_policies WHERE instance_id = $1")
-            .bind(instance.to_string())
-            .fetch_optional(&mut *self.conn(by).await?)
-            .await?;
-        let Some(sealed) = sealed else { return Ok(None) };
-        let plain =
-            self.open(KeyOwner::Instance(instance), "tool_policies", "body", &instance.to_string(), &sealed).await?;
-        Ok(Some(String::from_utf8(plain.to_vec()).map_err(|_| StoreError::corrupt("policy is not UTF-8"))?))
-    }
-
-    async fn set_tool_policy(
-        &self,
-        by: &Principal,
-        instance: InstanceId,
-        body: &str,
-        now: UnixMillis,
-        audit: AuditEvent,
-    ) -> StoreResult<()> {
-        self.require_configurer(by, instance).await?;
-        let sealed = self
-            .seal(KeyOwner::Instance(instance), "tool_policies", "body", &instance.to_string(), body.as_bytes(), now)
-            .await?;
-        let mut tx = self.begin(by).await?;
-        sqlx::query(
-            "INSERT INTO tool_policies (instance_id, body, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (instance_id) DO UPDATE
-             SET body = excluded.body, updated_at = excluded.updated_at, version = tool_policies.version + 1",
-        )
-        .bind(instance.to_string())
-        .bind(sealed)
-        .bind(now)
-        .execute(&mut *tx.tx)
-        .await?;
-        insert_audit(&mut tx.tx, &audit).await?;
-        tx.commit().await
+        Ok(self.tool_policy_versioned(by, instance).await?.map(|(body, _)| body))
     }
 
     async fn tool_policy_versioned(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<(String, i64)>> {

@@ -199,6 +199,10 @@ pub trait TotpStore: Send + Sync {
     /// Fails with `Forbidden` when 2FA is already enabled.
     async fn totp_begin(&self, by: &Principal, secret: &[u8], now: UnixMillis) -> StoreResult<()>;
 
+    /// Whether `user` has two-factor sign-in on, without opening the secret: the user
+    /// themselves, or the system.
+    async fn totp_enabled(&self, by: &Principal, user: UserId) -> StoreResult<bool>;
+
     /// The TOTP state of `user`: the user themselves, or the system (sign-in).
     async fn totp_state(&self, by: &Principal, user: UserId) -> StoreResult<Option<TotpState>>;
 

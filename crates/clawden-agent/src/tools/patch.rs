@@ -176,23 +176,44 @@ pub(crate) fn parse(text: &str) -> Result<Vec<FilePatch>, String> {
     Ok(files)
 }
 
-/// The absolute path a file part writes, which must lie under `/workspace`. `a/` and `b/`
-/// prefixes (git's) are removed.
-pub(crate) fn target_path(file: &FilePatch) -> Result<String, String> {
-    let git_style = file.old.as_deref().is_none_or(|o| o.starts_with("a/"))
-        && file.new.as_deref().is_none_or(|n| n.starts_with("b/"));
-    let name = match (&file.new, &file.old) {
-        (Some(new), _) if git_style => new.strip_prefix("b/").unwrap_or(new),
-        (None, Some(old)) if git_style => old.strip_prefix("a/").unwrap_or(old),
-        (Some(new), _) => new.as_str(),
-        (None, Some(old)) => old.as_str(),
-        (None, None) => return Err("a file part has no name".into()),
-    };
+/// Whether a part names its files git's way (`a/…` and `b/…`), whose prefixes are removed.
+fn git_style(file: &FilePatch) -> bool {
+    file.old.as_deref().is_none_or(|o| o.starts_with("a/")) && file.new.as_deref().is_none_or(|n| n.starts_with("b/"))
+}
+
+/// A name of a part as an absolute path, which must lie under `/workspace`.
+fn resolve(name: &str, prefix: &str, git: bool) -> Result<String, String> {
+    let name = if git { name.strip_prefix(prefix).unwrap_or(name) } else { name };
     let path = sandbox_path(name)?;
     if !path.starts_with(&format!("{WORKSPACE}/")) {
         return Err(format!("{name} is outside {WORKSPACE}; apply_patch only changes files under {WORKSPACE}"));
     }
     Ok(path)
+}
+
+/// The absolute path a file part writes, which must lie under `/workspace`. `a/` and `b/`
+/// prefixes (git's) are removed.
+pub(crate) fn target_path(file: &FilePatch) -> Result<String, String> {
+    let git = git_style(file);
+    match (&file.new, &file.old) {
+        (Some(new), _) => resolve(new, "b/", git),
+        (None, Some(old)) => resolve(old, "a/", git),
+        (None, None) => Err("a file part has no name".into()),
+    }
+}
+
+/// Every path a file part names (the one it writes, and its old name), resolved the way
+/// [`target_path`] resolves them: what the policy checks before a patch runs.
+pub(crate) fn named_paths(file: &FilePatch) -> Result<Vec<String>, String> {
+    let git = git_style(file);
+    let mut paths = vec![target_path(file)?];
+    if let Some(old) = &file.old {
+        let old = resolve(old, "a/", git)?;
+        if !paths.contains(&old) {
+            paths.push(old);
+        }
+    }
+    Ok(paths)
 }
 
 /// Applies one file's part to its current content (`None`: the file does not exist).

@@ -140,14 +140,8 @@ fn expand_all(entries: &[String]) -> BTreeSet<ToolName> {
 fn egress_domain(raw: &str) -> Result<String, String> {
     let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = d.strip_prefix("*.").unwrap_or(&d);
-    let valid_label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if name.len() > 253 || !name.contains('.') || !name.split('.').all(valid_label) {
+    // The egress proxy's own rule for a name, so the policy accepts exactly what it can match.
+    if !name.contains('.') || !clawden_sandbox::egress::valid_hostname(name) {
         return Err(format!("{raw:?} is not a domain name (like example.com or *.example.com)"));
     }
     if name.parse::<std::net::Ipv4Addr>().is_ok()
@@ -330,16 +324,7 @@ fn written_paths(tool: ToolName, arguments: &serde_json::Value) -> Result<Vec<St
 pub fn patch_targets(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for file in super::patch::parse(text)? {
-        let mut names = vec![super::patch::target_path(&file)?];
-        if let Some(old) = &file.old {
-            let old = old.strip_prefix("a/").unwrap_or(old);
-            let resolved = sandbox_path(old)?;
-            if !resolved.starts_with(&format!("{WORKSPACE}/")) {
-                return Err(format!("the patch names {old:?}, which is outside {WORKSPACE}"));
-            }
-            names.push(resolved);
-        }
-        for name in names {
+        for name in super::patch::named_paths(&file)? {
             if !out.contains(&name) {
                 out.push(name);
             }

@@ -113,7 +113,7 @@ pub(super) fn target(head: &Head) -> Result<Target, &'static str> {
 }
 
 /// A DNS name: letters, digits, `-` and `_`, labels of 1 to 63 bytes, at most 253 bytes.
-pub(super) fn valid_hostname(host: &str) -> bool {
+pub fn valid_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|l| {

@@ -12,6 +12,7 @@
 pub mod addr;
 mod bridge;
 mod http;
+pub use http::valid_hostname;
 
 use crate::config::SandboxKey;
 use crate::error::{Error, Result};

@@ -34,7 +34,7 @@ fn to_login() -> Response {
 
 async fn data_page(State(state): State<AppState>, MaybeAuthed(auth): MaybeAuthed) -> Result<Response, ApiError> {
     let Some((auth, csrf)) = session(&state, auth) else { return Ok(to_login()) };
-    let totp = state.store.totp_state(&auth.principal(), auth.user.id).await?.is_some_and(|t| t.enabled);
+    let totp = state.store.totp_enabled(&auth.principal(), auth.user.id).await?;
     Ok(render(StatusCode::OK, data_view(&state, &auth, &csrf, totp, None).await?))
 }
 
@@ -264,7 +264,7 @@ async fn delete_account_submit(
     form: Result<Form<DeleteAccountForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
     let Some((auth, csrf)) = session(&state, auth) else { return Ok(to_login()) };
-    let totp = state.store.totp_state(&auth.principal(), auth.user.id).await?.is_some_and(|t| t.enabled);
+    let totp = state.store.totp_enabled(&auth.principal(), auth.user.id).await?;
     let again = |msg: String| {
         let (state, auth, csrf) = (state.clone(), auth.clone(), csrf.clone());
         async move {
@@ -328,7 +328,7 @@ async fn import_submit(
         Some(_) => return Err(ApiError::forbidden("forbidden", "only owners and admins import into an agent")),
         None => return Err(ApiError::not_found()),
     };
-    let totp = state.store.totp_state(&auth.principal(), auth.user.id).await?.is_some_and(|t| t.enabled);
+    let totp = state.store.totp_enabled(&auth.principal(), auth.user.id).await?;
     let Some(archive) = archive.filter(|a| !a.is_empty()) else {
         let view = data_view_with(&state, &auth, &csrf, totp, None, Some("choose an archive to import")).await?;
         return Ok(render(StatusCode::BAD_REQUEST, view));

@@ -158,7 +158,7 @@ async fn read_everything(state: &AppState, auth: &Auth, sink: &Sink) -> Result<(
         owned.iter().map(|m| (openclaw::agent_id(m.id, &m.name), m.name.clone())).collect();
     sink.whole("README.md", readme(&user.email, state.now(), &owned, &agents)).await?;
 
-    let totp = state.store.totp_state(&principal, user.id).await?.is_some_and(|t| t.enabled);
+    let totp = state.store.totp_enabled(&principal, user.id).await?;
     let credentials: Vec<_> = state
         .store
         .credentials(&principal)

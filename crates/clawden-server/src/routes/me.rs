@@ -47,7 +47,7 @@ pub(crate) async fn me_body(state: &AppState, user: &User, csrf_token: Option<St
         id: user.id,
         email: user.email.clone(),
         tier: user.tier.to_string(),
-        totp_enabled: state.store.totp_state(&principal, user.id).await?.is_some_and(|t| t.enabled),
+        totp_enabled: state.store.totp_enabled(&principal, user.id).await?,
         platform_admin: user.platform_admin,
         csrf_token,
         instances,

@@ -30,6 +30,17 @@ impl TotpStore for SqlStore {
         tx.commit().await
     }
 
+    async fn totp_enabled(&self, by: &Principal, user: UserId) -> StoreResult<bool> {
+        if !(by.is_system() || by.user_id() == Some(user)) {
+            return Err(StoreError::Forbidden);
+        }
+        let enabled: Option<i64> = sqlx::query_scalar("SELECT enabled FROM totp WHERE user_id = $1")
+            .bind(user.to_string())
+            .fetch_optional(&mut *self.conn(by).await?)
+            .await?;
+        Ok(enabled.is_some_and(|e| e != 0))
+    }
+
     async fn totp_state(&self, by: &Principal, user: UserId) -> StoreResult<Option<TotpState>> {
         if !(by.is_system() || by.user_id() == Some(user)) {
             return Err(StoreError::Forbidden);

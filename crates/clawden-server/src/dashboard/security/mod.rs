@@ -103,7 +103,7 @@ async fn security_markup(
 ) -> Result<Markup, ApiError> {
     let principal = who.auth.principal();
     let user = &who.auth.user;
-    let totp_enabled = state.store.totp_state(&principal, user.id).await?.is_some_and(|t| t.enabled);
+    let totp_enabled = state.store.totp_enabled(&principal, user.id).await?;
     let keys = state.store.api_keys(&principal).await?;
     let credentials = state.store.credentials(&principal).await?;
     let owned: Vec<(InstanceId, String)> = state

@@ -8,6 +8,7 @@
 //! audited in the instance's chain, and [`ApprovalHub::subscribe`] streams them to the
 //! WebSocket and the dashboard.
 
+use crate::lock;
 use crate::tools::policy::{call_digest, ToolPolicy};
 use clawden_core::{ApprovalId, Clock, ConversationId, InstanceId, Outcome, Principal, UserId};
 use clawden_store::{Approval, ApprovalStatus, AuditChain, AuditEvent, NewApproval, Store, StoreError};
@@ -66,11 +67,6 @@ pub struct ApprovalHub {
     settings: ApprovalSettings,
     waiters: StdMutex<HashMap<ApprovalId, oneshot::Sender<ApprovalStatus>>>,
     feed: broadcast::Sender<Approval>,
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves a plain map behind; carry on with it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A turn's wait for one decision. Dropping it (the turn was stopped) expires the approval.

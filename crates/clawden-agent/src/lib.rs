@@ -19,3 +19,9 @@ pub mod provider;
 pub mod runtime;
 pub mod tools;
 pub mod workspace;
+
+/// Locks a mutex of plain data. A panic while it was held leaves the data behind as it was;
+/// carry on with it rather than poisoning every later caller.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -7,6 +7,7 @@
 
 use crate::approvals::ApprovalHub;
 use crate::context::{build_request, ContextInput, ContextSettings, WorkspaceFile};
+use crate::lock;
 use crate::provider::{ChatMessage, Provider, ProviderError, StreamEvent, ToolCall, Usage};
 use crate::tools::policy::{call_digest, ToolPolicy, Verdict};
 use crate::tools::{ToolContext, ToolExecutor, ToolName, ToolOutput};
@@ -781,11 +782,6 @@ struct LoopState {
     repeats: HashMap<String, usize>,
     /// Set when a limit is reached: no tools are offered or run any more this turn.
     tools_closed: bool,
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves a plain map behind; carry on with it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `text` cut to `max` characters, with a note when cut.

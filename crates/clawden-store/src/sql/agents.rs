@@ -8,28 +8,16 @@ use super::audit::insert_audit;
 use super::{get_i64, get_parsed, get_str, require_system, require_user, Backend, SqlStore};
 use crate::{
     AgentStore, AuditEvent, Conversation, DailyUsage, FileInfo, KeyOwner, StoreError, StoreResult, StoredMessage,
+    UserStore,
 };
 use async_trait::async_trait;
-use clawden_core::{ConversationId, InstanceId, Principal, Role, Tier, UnixMillis, UserId};
+use clawden_core::{ConversationId, InstanceId, Principal, Tier, UnixMillis, UserId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 impl SqlStore {
-    /// The principal's role in `instance`, read from the database (never trusted from the
-    /// principal itself).
-    async fn role_of(&self, by: &Principal, instance: InstanceId) -> StoreResult<Option<Role>> {
-        let Some(user) = by.user_id() else { return Ok(None) };
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM members WHERE instance_id = $1 AND user_id = $2")
-                .bind(instance.to_string())
-                .bind(user.to_string())
-                .fetch_optional(&mut *self.conn(by).await?)
-                .await?;
-        role.map(|r| r.parse::<Role>().map_err(StoreError::corrupt)).transpose()
-    }
-
     pub(super) async fn require_member(&self, by: &Principal, instance: InstanceId) -> StoreResult<()> {
-        if by.is_system() || self.role_of(by, instance).await?.is_some() {
+        if by.is_system() || self.role_in(by, instance).await?.is_some() {
             Ok(())
         } else {
             Err(StoreError::NotFound)
@@ -40,7 +28,7 @@ impl SqlStore {
         if by.is_system() {
             return Ok(());
         }
-        match self.role_of(by, instance).await? {
+        match self.role_in(by, instance).await? {
             Some(role) if role.can_configure() => Ok(()),
             Some(_) => Err(StoreError::Forbidden),
             None => Err(StoreError::NotFound),
